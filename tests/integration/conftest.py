@@ -1,0 +1,67 @@
+"""One real Kafka broker per session; a fresh topic and consumer group per test.
+
+The broker is, in order of preference: the one `KAFKA_BOOTSTRAP_SERVERS` names,
+a testcontainers Kafka when a Docker engine answers, or a local KRaft JVM.
+A broker that cannot start fails the session: it never turns into skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from consumer.dev.kafka import LocalKafka
+from consumer.dev.topics import KafkaTools
+
+# Confluent Platform 8.x is Apache Kafka 4.x, KRaft only.
+_CONTAINER_IMAGE = "confluentinc/cp-kafka:8.1.0"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.path).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+def _docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        probe = subprocess.run(
+            ["docker", "info"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    explicit = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if explicit:
+        yield explicit
+    elif _docker_engine_answers():
+        from testcontainers.community.kafka import KafkaContainer  # noqa: PLC0415 - only with Docker
+
+        with KafkaContainer(_CONTAINER_IMAGE).with_kraft() as container:
+            yield container.get_bootstrap_server()
+    else:
+        with LocalKafka() as kafka:
+            yield kafka.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_bootstrap: str) -> KafkaTools:
+    return KafkaTools(kafka_bootstrap)
+
+
+@pytest.fixture
+def group_id(kafka: KafkaTools) -> str:
+    return kafka.unique_name("group")

@@ -1,0 +1,42 @@
+"""The command line, driven through `main` as a user would drive the script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from consumer.cli import main
+from consumer.schema import event_schema
+
+
+def test_schema_prints_one_type(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "device.registered"]) == 0
+    assert json.loads(capsys.readouterr().out) == event_schema("device.registered")
+
+
+def test_schema_without_a_type_prints_all_three_keyed_by_type(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert sorted(printed) == ["device.registered", "push.permission.revoked", "user.changed"]
+
+
+def test_an_unknown_type_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["schema", "user.deleted"])
+    assert caught.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "schema", "user.changed"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout)["title"] == "user.changed"
