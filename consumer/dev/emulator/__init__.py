@@ -1,0 +1,1 @@
+"""The Iterable emulator: Iterable's users endpoints with documented semantics, plus faults."""
