@@ -56,6 +56,7 @@ class IterableError(ConsumerError):
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        self.attempts = 1  # the client sets how many requests it made in all
 
 
 class TransientError(IterableError):

@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Final, Protocol
 
 import httpx
@@ -23,33 +22,13 @@ from httpx_aiohttp import AiohttpTransport
 
 from consumer import __version__
 from consumer.backoff import Backoff, parse_retry_after
-from consumer.errors import TransientError
+from consumer.endpoints import DEFAULT_RATES, Endpoint
+from consumer.errors import IterableError, TransientError
 from consumer.ratelimit import AdaptiveRate
 from consumer.responses import classify
 
 REGIONS: Final = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 USER_AGENT: Final = f"iterable-consumer/{__version__}"
-
-
-class Endpoint(StrEnum):
-    UPDATE = "users/update"
-    BULK_UPDATE = "users/bulkUpdate"
-    REGISTER_DEVICE = "users/registerDeviceToken"
-    DISABLE_DEVICE = "users/disableDevice"
-    UPDATE_EMAIL = "users/updateEmail"
-    GET_BY_EMAIL = "users/getByEmail"
-
-
-# Just under Iterable's documented per-project limits; disableDevice and updateEmail have
-# none documented, so they get the same budget as the other single-user writes.
-DEFAULT_RATES: Final[Mapping[Endpoint, float]] = {
-    Endpoint.UPDATE: 475.0,
-    Endpoint.REGISTER_DEVICE: 475.0,
-    Endpoint.DISABLE_DEVICE: 475.0,
-    Endpoint.UPDATE_EMAIL: 475.0,
-    Endpoint.BULK_UPDATE: 4.5,
-    Endpoint.GET_BY_EMAIL: 95.0,
-}
 
 
 class CallObserver(Protocol):
@@ -167,7 +146,10 @@ class IterableClient:
             await self._pace(endpoint)
             try:
                 return await self._once(request)
-            except TransientError as exc:
+            except IterableError as exc:
+                exc.attempts = attempt + 1
+                if not isinstance(exc, TransientError):
+                    raise
                 if exc.status == 429 and endpoint in self._rates:
                     self._rates[endpoint].throttled(self._clock())
                 attempt += 1

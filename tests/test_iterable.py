@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from consumer.backoff import Backoff
+from consumer.endpoints import Endpoint
 from consumer.errors import CredentialsError, PermanentError, TransientError
-from consumer.iterable import ClientSettings, Endpoint, IterableClient, base_url
+from consumer.iterable import ClientSettings, IterableClient, base_url
 
 pytestmark = pytest.mark.anyio
 

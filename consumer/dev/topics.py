@@ -11,6 +11,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from consumer.messages import normalise_headers
+
 HeaderList = Sequence[tuple[str, bytes]]
 
 
@@ -121,7 +123,17 @@ class KafkaTools:
         consumer = Consumer({**self._config, "group.id": group, "enable.auto.commit": False})
         try:
             partitions = [TopicPartition(topic, p) for p in self._partitions(topic)]
-            return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+            for attempt in range(50):
+                try:
+                    committed = consumer.committed(partitions, timeout=10)
+                except KafkaException as exc:
+                    # The group coordinator moves or loads right after a broker starts.
+                    if attempt == 49 or not _coordinator_busy(exc.args[0]):
+                        raise
+                    time.sleep(0.1)
+                else:
+                    return {tp.partition: tp.offset for tp in committed}
+            raise AssertionError("unreachable")
         finally:
             consumer.close()
 
@@ -146,9 +158,7 @@ class KafkaTools:
 
 
 def _record(msg: Message) -> Record:
-    raw = msg.headers() or []
-    items = raw.items() if isinstance(raw, dict) else raw
-    headers = tuple((k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in items)
+    headers = normalise_headers(msg.headers())
     key, value = msg.key(), msg.value()
     return Record(
         key=key.encode() if isinstance(key, str) else key,
@@ -157,3 +167,16 @@ def _record(msg: Message) -> Record:
         partition=msg.partition(),
         offset=msg.offset(),
     )
+
+
+_COORDINATOR_BUSY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+
+def _coordinator_busy(error: KafkaError) -> bool:
+    return error.retriable() or error.code() in _COORDINATOR_BUSY

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.kafka import LocalKafka
+from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools
 
 # Confluent Platform 8.x is Apache Kafka 4.x, KRaft only.
@@ -65,3 +67,56 @@ def kafka(kafka_bootstrap: str) -> KafkaTools:
 @pytest.fixture
 def group_id(kafka: KafkaTools) -> str:
     return kafka.unique_name("group")
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[dict[str, EmulatorProcess]]:
+    """One emulator per project type for the session; tests reset the one they use."""
+    started: dict[str, EmulatorProcess] = {}
+    try:
+        for kind in ("hybrid", "email", "userId"):
+            started[kind] = EmulatorProcess("--quiet", project_type=kind).start()
+        yield started
+    finally:
+        for process in started.values():
+            process.stop()
+
+
+@pytest.fixture
+def emulator(emulators: dict[str, EmulatorProcess]) -> EmulatorProcess:
+    process = emulators["hybrid"]
+    process.reset()
+    return process
+
+
+@pytest.fixture
+def consumers() -> Iterator[list[ConsumerProcess]]:
+    """Consumer processes a test starts; all stopped (or killed) at the end."""
+    started: list[ConsumerProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def consumer_env(
+    kafka: KafkaTools,
+    emulator: EmulatorProcess,
+    group: str,
+    topics_env: dict[str, str],
+    **extra: str,
+) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_GROUP_ID": group,
+        "ITERABLE_API_KEY": emulator.api_key,
+        "ITERABLE_BASE_URL": emulator.url,
+        "ITERABLE_PROJECT_TYPE": emulator.project_type,
+        "LOG_LEVEL": "debug",
+        # Short session timeouts: tests kill consumers and must not wait 45 s for the group.
+        "KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000",
+        "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "500",
+        "CONSUMER_COMMIT_INTERVAL_SECONDS": "0.2",
+        "CONSUMER_CREDENTIALS_PROBE_SECONDS": "0.5",
+        **topics_env,
+        **extra,
+    }

@@ -11,8 +11,9 @@ import pytest
 from consumer.backoff import Backoff
 from consumer.bulk import BulkBatch, BulkLimits, failed_entries
 from consumer.dev.emulator.process import EmulatorProcess
+from consumer.endpoints import Endpoint
 from consumer.errors import CredentialsError, PermanentError
-from consumer.iterable import ClientSettings, Endpoint, IterableClient
+from consumer.iterable import ClientSettings, IterableClient
 
 pytestmark = pytest.mark.anyio
 

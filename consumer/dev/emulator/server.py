@@ -257,6 +257,9 @@ async def _admin_faults(request: web.Request) -> web.Response:
             limits = patch.pop("rate_limits", None)
             if limits is not None:
                 emulator.limits.set(limits)
+            keys = patch.pop("api_keys", None)
+            if keys is not None:
+                emulator.api_keys = set(keys)
             emulator.faults.update(patch, now)
         except (ValueError, TypeError) as exc:
             return _json(400, {"error": str(exc)})

@@ -28,7 +28,7 @@ UNVERIFIED_CHOICES: Final = {
     "email-only call in a userID-based project": "400 BadParams",
     "GET byUserId of an unknown userId": "200 {} (flag --unknown-user-id error: 400 NotFound)",
     "disableDevice of an unknown token": "200 Success, nothing changes",
-    "disableDevice naming an unknown user": "400 BadParams",
+    "disableDevice naming an unknown user": "200 Success, nothing changes (like an unknown token)",
     "updateEmail whose current email is unknown": "400 UnknownEmailError",
     "bulkUpdate over 4 MB": "413 BatchTooLarge",
     "mergeNestedObjects depth": "merges one level (the top-level object's keys)",
@@ -390,9 +390,7 @@ class Project:
         identity = self.identity(body)
         if self._identified(identity):
             user = self.find(identity)
-            if user is None:
-                raise ApiError(400, "BadParams", "User does not exist")
-            targets = [user]
+            targets = [] if user is None else [user]
         else:
             targets = [u for u in self.users if any(d["token"] == token for d in u.devices)]
         for user in targets:

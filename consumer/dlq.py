@@ -1,0 +1,114 @@
+"""Dead-letter records and the dead-letter circuit breaker. Pure.
+
+A dead-letter record keeps the original key, value and headers and adds `dlq.*` headers
+naming where the message came from and why it failed (SPEC §5). Header values never carry
+secrets; identifiers appear only redacted (error messages are scrubbed where they enter).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from consumer.errors import ConsumerError, IterableError
+
+HEADER_PREFIX: Final = "dlq."
+SOURCE_TOPIC: Final = "dlq.source.topic"
+SOURCE_PARTITION: Final = "dlq.source.partition"
+SOURCE_OFFSET: Final = "dlq.source.offset"
+ERROR_CLASS: Final = "dlq.error.class"
+ERROR_MESSAGE: Final = "dlq.error.message"
+HTTP_STATUS: Final = "dlq.http.status"
+ITERABLE_CODE: Final = "dlq.iterable.code"
+ATTEMPTS: Final = "dlq.attempts"
+FAILED_AT: Final = "dlq.failed.at"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message bound for the dead-letter topic."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def dead_letter(
+    *,
+    dlq_topic: str,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: tuple[tuple[str, bytes], ...],
+    error: ConsumerError,
+    attempts: int,
+    failed_at: float,
+) -> DeadLetter:
+    """The record for a message that failed for good; earlier `dlq.*` headers are replaced."""
+    added: list[tuple[str, str]] = [
+        (SOURCE_TOPIC, source_topic),
+        (SOURCE_PARTITION, str(partition)),
+        (SOURCE_OFFSET, str(offset)),
+        (ERROR_CLASS, type(error).__name__),
+        (ERROR_MESSAGE, str(error)[:1000]),
+        (ATTEMPTS, str(attempts)),
+        (FAILED_AT, f"{failed_at:.3f}"),
+    ]
+    if isinstance(error, IterableError):
+        if error.status is not None:
+            added.append((HTTP_STATUS, str(error.status)))
+        if error.code:
+            added.append((ITERABLE_CODE, error.code))
+    kept = tuple((k, v) for k, v in headers if not k.startswith(HEADER_PREFIX))
+    return DeadLetter(
+        topic=dlq_topic,
+        key=key,
+        value=value,
+        headers=kept + tuple((k, v.encode()) for k, v in added),
+    )
+
+
+def source_of(headers: tuple[tuple[str, bytes], ...]) -> str | None:
+    """The topic a dead-lettered message came from."""
+    value = dict(headers).get(SOURCE_TOPIC)
+    return value.decode() if value is not None else None
+
+
+def original_headers(headers: tuple[tuple[str, bytes], ...]) -> tuple[tuple[str, bytes], ...]:
+    return tuple((k, v) for k, v in headers if not k.startswith(HEADER_PREFIX))
+
+
+class DeadLetterBreaker:
+    """Opens when dead letters exceed `ratio` of outcomes over `window` seconds.
+
+    A bad deploy must not dead-letter the whole stream: while open, consumption pauses.
+    It closes after `cooldown` seconds and opens again if the ratio is still exceeded.
+    """
+
+    def __init__(self, ratio: float, window: float, min_events: int, cooldown: float) -> None:
+        self.ratio = ratio
+        self.window = window
+        self.min_events = min_events
+        self.cooldown = cooldown
+        self._outcomes: deque[tuple[float, bool]] = deque()
+        self._dead = 0
+        self._open_until = float("-inf")
+
+    def record(self, dead: bool, now: float) -> None:
+        self._outcomes.append((now, dead))
+        self._dead += dead
+        while self._outcomes and self._outcomes[0][0] < now - self.window:
+            _, was_dead = self._outcomes.popleft()
+            self._dead -= was_dead
+        total = len(self._outcomes)
+        if total >= self.min_events and self._dead / total > self.ratio and not self.is_open(now):
+            self._open_until = now + self.cooldown
+            self._outcomes.clear()
+            self._dead = 0
+
+    def is_open(self, now: float) -> bool:
+        return now < self._open_until

@@ -1,0 +1,28 @@
+"""The Iterable endpoints the service calls, and the default pace for each."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Final
+
+
+class Endpoint(StrEnum):
+    UPDATE = "users/update"
+    BULK_UPDATE = "users/bulkUpdate"
+    REGISTER_DEVICE = "users/registerDeviceToken"
+    DISABLE_DEVICE = "users/disableDevice"
+    UPDATE_EMAIL = "users/updateEmail"
+    GET_BY_EMAIL = "users/getByEmail"
+
+
+# Just under Iterable's documented per-project limits; disableDevice and updateEmail have
+# none documented, so they get the same budget as the other single-user writes.
+DEFAULT_RATES: Final[Mapping[Endpoint, float]] = {
+    Endpoint.UPDATE: 475.0,
+    Endpoint.REGISTER_DEVICE: 475.0,
+    Endpoint.DISABLE_DEVICE: 475.0,
+    Endpoint.UPDATE_EMAIL: 475.0,
+    Endpoint.BULK_UPDATE: 4.5,
+    Endpoint.GET_BY_EMAIL: 95.0,
+}

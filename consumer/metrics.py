@@ -1,0 +1,149 @@
+"""Prometheus metrics on an injected registry. Bounded labels only: never a user id.
+
+Names follow `iterable_consumer_<noun>_<unit|total>` (SPEC §9).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from consumer import __version__
+from consumer.responses import status_class
+
+OUTCOMES: Final = ("ok", "dead_lettered", "duplicate", "stale", "invalid")
+_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every metric the service exports; also the Iterable client's `CallObserver`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = "iterable_consumer_"
+        self.consumed = Counter(
+            f"{p}events_consumed", "Messages received from Kafka.", ["topic"], registry=registry
+        )
+        self.processed = Counter(
+            f"{p}events_processed",
+            "Messages finished, by outcome.",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            f"{p}iterable_requests",
+            "Iterable HTTP requests by endpoint and status class.",
+            ["endpoint", "status_class"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"{p}iterable_request_duration_seconds",
+            "Iterable request latency.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            f"{p}iterable_retries",
+            "Iterable calls retried, by reason.",
+            ["endpoint", "reason"],
+            registry=registry,
+        )
+        self.pacing_waits = Counter(
+            f"{p}rate_limiter_waits",
+            "Calls that waited for the client-side rate limiter.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.pacing_seconds = Counter(
+            f"{p}rate_limiter_wait_seconds",
+            "Time spent waiting for the rate limiter.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            f"{p}in_flight_events", "Events being sent to Iterable.", registry=registry
+        )
+        self.buffered = Gauge(
+            f"{p}buffered_events", "Events received and not yet finished.", registry=registry
+        )
+        self.paused = Gauge(
+            f"{p}paused_partitions", "Partitions paused for backpressure.", registry=registry
+        )
+        self.committed = Gauge(
+            f"{p}committed_offset",
+            "Last committed offset.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.lag_records = Gauge(
+            f"{p}lag_records",
+            "Records between the committed offset and the end.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.lag_seconds = Gauge(
+            f"{p}lag_seconds",
+            "Age of the oldest unfinished event, 0 when caught up.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.commits = Counter(
+            f"{p}commits", "Offset commits by result.", ["result"], registry=registry
+        )
+        self.rebalances = Counter(
+            f"{p}rebalances", "Partition assignment changes by kind.", ["kind"], registry=registry
+        )
+        self.dead_letters = Counter(
+            f"{p}dead_letters",
+            "Messages written to a dead-letter topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.circuit_open = Gauge(
+            f"{p}dead_letter_circuit_open",
+            "1 while the dead-letter circuit breaker is open.",
+            registry=registry,
+        )
+        self.credentials_failed = Gauge(
+            f"{p}credentials_failed",
+            "1 while Iterable rejects the API key (401/403).",
+            registry=registry,
+        )
+        self.last_poll = Gauge(
+            f"{p}last_poll_timestamp_seconds",
+            "When the consumer last polled Kafka.",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            f"{p}build_info", "Build information.", ["version"], registry=registry
+        )
+        self.build_info.labels(version=__version__).set(1)
+
+    # -- CallObserver ---------------------------------------------------------------------
+
+    def response(self, endpoint: str, status: int | None, seconds: float) -> None:
+        self.requests.labels(endpoint=endpoint, status_class=status_class(status)).inc()
+        self.latency.labels(endpoint=endpoint).observe(seconds)
+
+    def retry(self, endpoint: str, reason: str) -> None:
+        self.retries.labels(endpoint=endpoint, reason=reason).inc()
+
+    def paced(self, endpoint: str, seconds: float) -> None:
+        self.pacing_waits.labels(endpoint=endpoint).inc()
+        self.pacing_seconds.labels(endpoint=endpoint).inc(seconds)
+
+    # -- librdkafka statistics ------------------------------------------------------------
+
+    def kafka_statistics(self, stats_json: str) -> None:
+        """Per-partition lag in records from librdkafka's statistics callback."""
+        stats: dict[str, Any] = json.loads(stats_json)
+        for topic, info in stats.get("topics", {}).items():
+            for partition, pstats in info.get("partitions", {}).items():
+                if partition == "-1" or pstats.get("consumer_lag", -1) < 0:
+                    continue
+                self.lag_records.labels(topic=topic, partition=partition).set(
+                    pstats["consumer_lag"]
+                )

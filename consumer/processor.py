@@ -1,0 +1,362 @@
+"""The processing side, on the event loop: parse, order, send, dead-letter, report back.
+
+Each message becomes an item in the lane of its entity (`ordering.lane_key`); a lane runs
+its items one at a time, lanes run concurrently up to `max_in_flight` calls. Every item
+ends in exactly one `complete(delivery, outcome)` unless its partition is revoked first,
+in which case it is dropped uncommitted and the partition's next owner does it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from consumer.dlq import DeadLetter, DeadLetterBreaker, dead_letter
+from consumer.endpoints import Endpoint
+from consumer.errors import ConsumerError, CredentialsError, InvalidEvent, PermanentError
+from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, parse
+from consumer.iterable import IterableClient
+from consumer.messages import Delivery, Outcome
+from consumer.messages import TopicPartition as Where
+from consumer.metrics import Metrics
+from consumer.ordering import DeviceGuard, DuplicateWindow, lane_key
+from consumer.redact import pii
+from consumer.status import CREDENTIALS, DEAD_LETTER_CIRCUIT, Status
+from consumer.translate import Call, Translator
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, record: DeadLetter) -> None: ...
+
+
+@dataclass(eq=False)
+class _Item:
+    delivery: Delivery
+    event: Event | None
+    error: InvalidEvent | None = None
+    abandoned: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class _Lane:
+    items: deque[_Item] = field(default_factory=deque)
+    current: _Item | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings:
+    topics: dict[str, str]  # topic → event type it must carry
+    dlq_suffix: str = ".dlq"
+    max_in_flight: int = 64
+    max_event_bytes: int = 1024 * 1024
+    credentials_probe: float = 30.0
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        *,
+        translator: Translator,
+        client: IterableClient,
+        dead_letters: DeadLetterSink,
+        guard: DeviceGuard,
+        duplicates: DuplicateWindow,
+        breaker: DeadLetterBreaker,
+        metrics: Metrics,
+        status: Status,
+        complete: Callable[[Delivery, Outcome], None],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._translator = translator
+        self._client = client
+        self._dead_letters = dead_letters
+        self._guard = guard
+        self._duplicates = duplicates
+        self._breaker = breaker
+        self._metrics = metrics
+        self._status = status
+        self._complete = complete
+        self._clock = clock
+        self._wall = wall
+        self._lanes: dict[str, _Lane] = {}
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._revoked: dict[Where, int] = {}  # partition → newest revoked epoch
+        self._credentials_ok = asyncio.Event()
+        self._credentials_ok.set()
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def submit(self, deliveries: list[Delivery]) -> None:
+        """Queue messages in their lanes (called on the loop, in arrival order)."""
+        for delivery in deliveries:
+            item = self._item(delivery)
+            if item is None:
+                continue
+            key = lane_key(item.event) if item.event is not None else _own_lane(delivery)
+            lane = self._lanes.setdefault(key, _Lane())
+            lane.items.append(item)
+            if lane.task is None:
+                lane.task = asyncio.create_task(self._run_lane(key, lane))
+
+    def _item(self, delivery: Delivery) -> _Item | None:
+        try:
+            event = parse(
+                delivery.value,
+                delivery.headers,
+                expected_type=self._settings.topics.get(delivery.topic),
+                max_bytes=self._settings.max_event_bytes,
+            )
+        except InvalidEvent as exc:
+            return _Item(delivery, None, exc)
+        if self._duplicates.seen(event):
+            self._finish(delivery, Outcome.DUPLICATE)
+            return None
+        return _Item(delivery, event)
+
+    async def _run_lane(self, key: str, lane: _Lane) -> None:
+        while lane.items:
+            item = lane.items.popleft()
+            if self._is_revoked(item.delivery):
+                continue
+            lane.current = item
+            try:
+                outcome = await self._process(item)
+            except asyncio.CancelledError:
+                if not item.abandoned:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                continue
+            finally:
+                lane.current = None
+                item.finished.set()
+            self._finish(item.delivery, outcome)
+        del self._lanes[key]
+
+    # -- one message ----------------------------------------------------------------------
+
+    async def _process(self, item: _Item) -> Outcome:
+        if item.event is None:
+            assert item.error is not None  # noqa: S101 - an item has an event or an error
+            await self._dead_letter(item.delivery, item.error, attempts=0)
+            return Outcome.INVALID
+        event, data = item.event, item.event.data
+        device = data if isinstance(data, DeviceRegistered | PushPermissionRevoked) else None
+        profiles, when = _profiles(self._translator, device), _event_time(event, item.delivery)
+        replay: tuple[DeviceRegistered, ...] = ()
+        if device is not None:
+            decision = self._guard.decide(device, profiles, when)
+            if decision.stale:
+                return Outcome.STALE
+            replay = decision.replay
+        async with self._slots:
+            self._metrics.in_flight.inc()
+            try:
+                for call in self._translator.calls(event):
+                    try:
+                        await self._send(call)
+                    except PermanentError as exc:
+                        if call.email_change and await self._email_change_applied(call):
+                            continue
+                        await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
+                        return Outcome.DEAD_LETTERED
+                await self._replay(replay)
+            finally:
+                self._metrics.in_flight.dec()
+        if device is not None:
+            self._guard.applied(device, profiles, when)
+        self._duplicates.remember(event)
+        return Outcome.OK
+
+    async def _send(self, call: Call) -> object:
+        """Send until Iterable accepts or refuses for good; wrong credentials are waited out."""
+        probing = False
+        while True:
+            if not probing:
+                await self._credentials_ok.wait()
+            try:
+                result = await self._client.post(call.endpoint, call.payload, call.identifiers)
+            except CredentialsError as exc:
+                self._credentials_failed(exc)
+                probing = True
+                await asyncio.sleep(self._settings.credentials_probe)
+                continue
+            if not self._credentials_ok.is_set():
+                self._credentials_ok.set()
+                self._status.release(CREDENTIALS)
+                self._metrics.credentials_failed.set(0)
+                log.warning("Iterable accepts the API key again; resuming")
+            return result
+
+    def _credentials_failed(self, exc: CredentialsError) -> None:
+        self._metrics.credentials_failed.set(1)
+        if self._status.hold(CREDENTIALS):
+            self._credentials_ok.clear()
+            log.error(
+                "Iterable rejected the API key; consumption paused until it is accepted",
+                extra={
+                    "status": exc.status,
+                    "code": exc.code,
+                    "probe_seconds": self._settings.credentials_probe,
+                },
+            )
+
+    async def _replay(self, registrations: tuple[DeviceRegistered, ...]) -> None:
+        """Re-send registrations that are newer than the global revocation just applied."""
+        for registration in registrations:
+            for call in self._translator.calls(_as_event(registration)):
+                try:
+                    await self._send(call)
+                except PermanentError as exc:
+                    log.warning("re-sending a newer registration failed", extra={"code": exc.code})
+
+    async def _email_change_applied(self, call: Call) -> bool:
+        """A replayed change is done when the old email is gone and the new one exists."""
+        assert call.email_change is not None  # noqa: S101 - only called for email changes
+        old, new = call.email_change
+        try:
+            old_user = await self._client.get(Endpoint.GET_BY_EMAIL, {"email": old}, (old,))
+            new_user = await self._client.get(Endpoint.GET_BY_EMAIL, {"email": new}, (new,))
+        except PermanentError:
+            return False
+        return not (isinstance(old_user, dict) and old_user.get("user")) and bool(
+            isinstance(new_user, dict) and new_user.get("user")
+        )
+
+    async def _dead_letter(self, delivery: Delivery, error: ConsumerError, attempts: int) -> None:
+        record = dead_letter(
+            dlq_topic=delivery.topic + self._settings.dlq_suffix,
+            source_topic=delivery.topic,
+            partition=delivery.partition,
+            offset=delivery.offset,
+            key=delivery.key,
+            value=delivery.value,
+            headers=delivery.headers,
+            error=error,
+            attempts=attempts,
+            failed_at=self._wall(),
+        )
+        await self._dead_letters.send(record)
+        self._metrics.dead_letters.labels(topic=delivery.topic).inc()
+        log.info(
+            "message dead-lettered",
+            extra={
+                "topic": delivery.topic,
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+                "error": str(error),
+                "key": pii(delivery.key.decode("utf-8", "replace")) if delivery.key else None,
+            },
+        )
+
+    def _finish(self, delivery: Delivery, outcome: Outcome) -> None:
+        if outcome is not Outcome.DUPLICATE:
+            now = self._clock()
+            self._breaker.record(outcome in (Outcome.DEAD_LETTERED, Outcome.INVALID), now)
+            self.check_breaker()
+        self._complete(delivery, outcome)
+
+    def check_breaker(self) -> None:
+        """Hold consumption while the dead-letter circuit is open; release it after."""
+        if self._breaker.is_open(self._clock()):
+            if self._status.hold(DEAD_LETTER_CIRCUIT):
+                self._metrics.circuit_open.set(1)
+                log.error("dead-letter circuit open: too many dead letters; consumption paused")
+        elif self._status.release(DEAD_LETTER_CIRCUIT):
+            self._metrics.circuit_open.set(0)
+            log.warning("dead-letter circuit closed; resuming")
+
+    def restore(self, history: list[Delivery]) -> None:
+        """Feed device events finished before an assignment into the guard, in time order."""
+        known: list[tuple[datetime, DeviceRegistered | PushPermissionRevoked]] = []
+        for delivery in history:
+            try:
+                event = parse(
+                    delivery.value, delivery.headers, max_bytes=self._settings.max_event_bytes
+                )
+            except InvalidEvent:
+                continue
+            if isinstance(event.data, DeviceRegistered | PushPermissionRevoked):
+                known.append((_event_time(event, delivery), event.data))
+        for when, data in sorted(known, key=lambda pair: pair[0]):
+            self._guard.applied(data, _profiles(self._translator, data), when)
+
+    # -- revocation and shutdown ----------------------------------------------------------
+
+    def _is_revoked(self, delivery: Delivery) -> bool:
+        return delivery.epoch <= self._revoked.get(delivery.where, 0)
+
+    async def drain(self, partitions: set[tuple[Where, int]], timeout: float) -> None:
+        """Let in-flight work of these partitions finish (up to `timeout`); drop the rest."""
+        for where, epoch in partitions:
+            self._revoked[where] = max(epoch, self._revoked.get(where, 0))
+        for lane in self._lanes.values():
+            lane.items = deque(i for i in lane.items if not self._is_revoked(i.delivery))
+        running = [
+            (lane, lane.current)
+            for lane in self._lanes.values()
+            if lane.current is not None and self._is_revoked(lane.current.delivery)
+        ]
+        if not running:
+            return
+        waits = [asyncio.create_task(item.finished.wait()) for _, item in running]
+        _, pending = await asyncio.wait(waits, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        for lane, item in running:
+            if not item.finished.is_set() and lane.task is not None:
+                item.abandoned = True
+                lane.task.cancel()
+        if pending:
+            log.warning(
+                "revoked partitions had calls still running; left uncommitted",
+                extra={"calls": len(pending)},
+            )
+
+
+def _own_lane(delivery: Delivery) -> str:
+    # Invalid events have no entity; each gets a lane of its own.
+    return f"invalid:{delivery.topic}:{delivery.partition}:{delivery.offset}"
+
+
+def _profiles(
+    translator: Translator, device: DeviceRegistered | PushPermissionRevoked | None
+) -> tuple[str, ...]:
+    """The profile identifiers a device event names, the one its call sends first."""
+    if device is None:
+        return ()
+    named = {"email": device.email, "userId": device.userId}
+    sent = translator.device_identifier(device.email, device.userId)
+    if sent is None:
+        return ()
+    others = [f"{k}:{v}" for k, v in named.items() if v is not None and k != sent[0]]
+    return (f"{sent[0]}:{sent[1]}", *others)
+
+
+def _event_time(event: Event, delivery: Delivery) -> datetime:
+    return event.time or datetime.fromtimestamp(delivery.timestamp, UTC)
+
+
+def _as_event(registration: DeviceRegistered) -> Event:
+    return Event(
+        id="replay",
+        source="replay",
+        type="device.registered",
+        time=None,
+        subject=None,
+        data=registration,
+    )

@@ -1,0 +1,170 @@
+"""`iterable-consumer run`: build the parts from settings, run them, stop them in order.
+
+The event loop (this thread) runs the processor, the Iterable client and the probes; the
+Kafka consumer lives in its own thread (`source`). SIGTERM and SIGINT stop polling, drain
+in-flight work within the grace period, commit, and leave the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from consumer.config import Settings
+from consumer.dead_letters import DeadLetterProducer
+from consumer.dlq import DeadLetterBreaker
+from consumer.iterable import ClientSettings, IterableClient, base_url
+from consumer.messages import Delivery
+from consumer.messages import TopicPartition as Where
+from consumer.metrics import Metrics
+from consumer.ordering import DeviceGuard, DuplicateWindow
+from consumer.probes import make_app, serve
+from consumer.processor import Processor, ProcessorSettings
+from consumer.source import BufferLimits, KafkaSource, Lookback, consumer_config
+from consumer.status import Status
+from consumer.translate import Translator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    settings: Settings
+    kafka: dict[str, str]  # KAFKA_CONFIG_* passthrough
+
+
+def client_settings(settings: Settings) -> ClientSettings:
+    return ClientSettings(
+        base_url=base_url(settings.iterable_region, settings.iterable_base_url),
+        api_key=settings.iterable_api_key.get_secret_value(),
+        max_connections=settings.iterable_max_connections,
+        connect_timeout=settings.iterable_connect_timeout_seconds,
+        read_timeout=settings.iterable_read_timeout_seconds,
+        max_attempts=settings.iterable_max_attempts,
+        verify=settings.iterable_ca_bundle or True,
+    )
+
+
+async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
+    settings = wiring.settings
+    loop = asyncio.get_running_loop()
+    metrics = Metrics(registry or CollectorRegistry())
+    status = Status()
+    client = IterableClient(client_settings(settings), observer=metrics)
+    producer_config = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}
+    dead_letters = DeadLetterProducer(producer_config)
+    stop = threading.Event()
+
+    source: KafkaSource
+    processor = Processor(
+        ProcessorSettings(
+            topics=settings.topics,
+            dlq_suffix=settings.dlq_topic_suffix,
+            max_in_flight=settings.consumer_max_in_flight,
+            max_event_bytes=settings.consumer_max_event_bytes,
+            credentials_probe=settings.consumer_credentials_probe_seconds,
+        ),
+        translator=Translator(settings.iterable_project_type, settings.iterable_prefer_user_id),
+        client=client,
+        dead_letters=dead_letters,
+        guard=DeviceGuard(settings.consumer_device_guard_size),
+        duplicates=DuplicateWindow(settings.consumer_dedup_window),
+        breaker=DeadLetterBreaker(
+            settings.dlq_breaker_ratio,
+            settings.dlq_breaker_window_seconds,
+            settings.dlq_breaker_min_events,
+            settings.dlq_breaker_cooldown_seconds,
+        ),
+        metrics=metrics,
+        status=status,
+        complete=lambda delivery, outcome: source.complete(delivery, outcome),  # noqa: PLW0108 - source is built below
+    )
+
+    def deliver(deliveries: list[Delivery]) -> None:
+        loop.call_soon_threadsafe(processor.submit, deliveries)
+
+    def drain(partitions: set[tuple[Where, int]], timeout: float) -> None:
+        future = asyncio.run_coroutine_threadsafe(processor.drain(partitions, timeout), loop)
+        future.result(timeout + 5)
+
+    def restore(history: list[Delivery]) -> None:
+        loop.call_soon_threadsafe(processor.restore, history)
+
+    device_topics = [settings.topic_device_registered, settings.topic_push_revoked]
+    source = KafkaSource(
+        consumer_config(
+            settings.kafka_bootstrap_servers, settings.kafka_group_id, wiring.kafka, metrics
+        ),
+        list(settings.topics),
+        deliver=deliver,
+        drain=drain,
+        metrics=metrics,
+        status=status,
+        limits=BufferLimits(
+            settings.consumer_max_buffered, settings.consumer_max_buffered_per_partition
+        ),
+        commit_interval=settings.consumer_commit_interval_seconds,
+        drain_timeout=settings.consumer_revoke_drain_seconds,
+        shutdown_grace=settings.consumer_shutdown_grace_seconds,
+        lookback=Lookback(device_topics, settings.consumer_device_lookback_records, restore),
+    )
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _stopper(stop, signum))
+    probes = await serve(
+        make_app(metrics.registry, status, settings.consumer_liveness_timeout_seconds),
+        settings.metrics_port,
+    )
+    housekeeping = asyncio.create_task(_housekeeping(processor))
+    log.info(
+        "started",
+        extra={
+            "topics": list(settings.topics),
+            "group": settings.kafka_group_id,
+            "project_type": settings.iterable_project_type,
+            "metrics_port": settings.metrics_port,
+        },
+    )
+    failures: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            source.run(stop)
+        except BaseException as exc:
+            failures.append(exc)
+            log.exception("the Kafka consumer failed")
+
+    thread = threading.Thread(target=consume, name="kafka-source")
+    thread.start()
+    try:
+        await asyncio.to_thread(thread.join)
+    finally:
+        stop.set()
+        housekeeping.cancel()
+        await asyncio.to_thread(dead_letters.close)
+        await client.aclose()
+        await probes.cleanup()
+    log.info("stopped")
+    return 1 if failures else 0
+
+
+def _stopper(stop: threading.Event, signum: int) -> Callable[[], None]:
+    def handler() -> None:
+        if not stop.is_set():
+            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    return handler
+
+
+async def _housekeeping(processor: Processor) -> None:
+    """Close the dead-letter circuit once its cooldown has passed, even when idle."""
+    while True:
+        processor.check_breaker()
+        await asyncio.sleep(0.5)

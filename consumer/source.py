@@ -1,0 +1,337 @@
+"""The Kafka side: one thread owns the consumer, polls, tracks offsets, pauses, commits.
+
+Messages go to the processor as they arrive; completions come back through a queue. A
+partition's offset is committed only up to its contiguous finished prefix (`offsets`). On
+revoke and at shutdown the processor drains the affected partitions (bounded wait) before
+the final synchronous commit. Backpressure pauses partitions but keeps polling, so the
+group membership survives and `max.poll.interval.ms` is never at risk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumer.lookback import read_back
+from consumer.messages import Delivery, Outcome, normalise_headers
+from consumer.messages import TopicPartition as Where
+from consumer.metrics import Metrics
+from consumer.offsets import PartitionOffsets
+from consumer.status import Status
+
+log = logging.getLogger(__name__)
+
+_BATCH: Final = 500
+_POLL_TIMEOUT: Final = 0.05
+_RESUME_AT: Final = 0.8  # resume once buffers fall to 80% of their bound: no flapping
+
+
+@dataclass(frozen=True, slots=True)
+class Lookback:
+    """Which topics to read back on assignment, how far, and who takes the result."""
+
+    topics: list[str]
+    records: int
+    restore: Callable[[list[Delivery]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BufferLimits:
+    total: int = 10_000
+    per_partition: int = 2_000
+
+
+def consumer_config(
+    bootstrap: str, group: str, passthrough: dict[str, str], metrics: Metrics
+) -> dict[str, Any]:
+    """librdkafka settings that the delivery guarantees rely on, plus the passthrough."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "statistics.interval.ms": 5000,
+        **passthrough,
+        # Not overridable (config.kafka_passthrough refuses them): offsets move only here.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "stats_cb": metrics.kafka_statistics,
+        "error_cb": _log_kafka_error,
+    }
+
+
+def _log_kafka_error(error: KafkaError) -> None:
+    log.warning("kafka client error", extra={"code": error.name(), "fatal": error.fatal()})
+
+
+Drain = Callable[[set[tuple[Where, int]], float], None]
+
+
+class KafkaSource:
+    """Runs in its own thread; every call on the `Consumer` happens there."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: list[str],
+        *,
+        deliver: Callable[[list[Delivery]], None],
+        drain: Drain,
+        metrics: Metrics,
+        status: Status,
+        limits: BufferLimits,
+        commit_interval: float,
+        drain_timeout: float,
+        shutdown_grace: float,
+        lookback: Lookback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._topics = topics
+        self._deliver = deliver
+        self._drain = drain
+        self._metrics = metrics
+        self._status = status
+        self._limits = limits
+        self._commit_interval = commit_interval
+        self._drain_timeout = drain_timeout
+        self._shutdown_grace = shutdown_grace
+        self._lookback = lookback
+        self._clock = clock
+        self._wall = wall
+        self._completions: queue.SimpleQueue[tuple[Delivery, Outcome]] = queue.SimpleQueue()
+        self._trackers: dict[Where, PartitionOffsets] = {}
+        self._epochs: dict[Where, int] = {}
+        self._paused: set[Where] = set()
+        self._restore_pending: set[int] = set()
+        self._last_commit = 0.0
+        self._consumer: Consumer | None = None
+
+    # -- called from any thread -----------------------------------------------------------
+
+    def complete(self, delivery: Delivery, outcome: Outcome) -> None:
+        self._completions.put((delivery, outcome))
+
+    # -- the poll thread ------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = Consumer({**self._config, "on_commit": self._committed})
+        self._consumer = consumer
+        consumer.subscribe(
+            self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+        try:
+            while not stop.is_set():
+                self._step(consumer)
+        finally:
+            self._shutdown(consumer)
+
+    def _step(self, consumer: Consumer) -> None:
+        self._apply_completions()
+        self._update_pauses(consumer)
+        messages = consumer.consume(num_messages=_BATCH, timeout=_POLL_TIMEOUT)
+        self._restore()
+        self._status.polled(self._clock())
+        self._metrics.last_poll.set(self._wall())
+        deliveries = [d for d in (self._accept(m) for m in messages) if d is not None]
+        if deliveries:
+            self._deliver(deliveries)
+        if self._clock() - self._last_commit >= self._commit_interval:
+            self._commit(consumer, set(self._trackers), asynchronous=True)
+            self._update_lag_seconds()
+
+    def _accept(self, message: Message) -> Delivery | None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka message error", extra={"code": error.name()})
+            return None
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return None
+        where = (topic, partition)
+        tracker = self._trackers.get(where)
+        if tracker is None:
+            return None
+        _, timestamp_ms = message.timestamp()
+        timestamp = timestamp_ms / 1000 if timestamp_ms > 0 else self._wall()
+        tracker.add(offset, timestamp)
+        self._metrics.consumed.labels(topic=topic).inc()
+        key, value = message.key(), message.value()
+        return Delivery(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            epoch=self._epochs[where],
+            key=key.encode() if isinstance(key, str) else key,
+            value=value.encode() if isinstance(value, str) else value,
+            headers=normalise_headers(message.headers()),
+            timestamp=timestamp,
+        )
+
+    def _apply_completions(self) -> None:
+        while True:
+            try:
+                delivery, outcome = self._completions.get_nowait()
+            except queue.Empty:
+                break
+            where = delivery.where
+            tracker = self._trackers.get(where)
+            # A completion from an earlier assignment of this partition no longer counts.
+            if tracker is None or self._epochs.get(where) != delivery.epoch:
+                continue
+            self._metrics.processed.labels(topic=delivery.topic, outcome=outcome.value).inc()
+            tracker.done(delivery.offset)
+        pending = sum(t.pending for t in self._trackers.values())
+        self._metrics.buffered.set(pending)
+
+    def _update_pauses(self, consumer: Consumer) -> None:
+        held = bool(self._status.holds())
+        total = sum(t.pending for t in self._trackers.values())
+        pause, resume = [], []
+        for where, tracker in self._trackers.items():
+            scale = _RESUME_AT if where in self._paused else 1.0
+            full = (
+                total >= self._limits.total * scale
+                or tracker.pending >= self._limits.per_partition * scale
+            )
+            if (held or full) and where not in self._paused:
+                pause.append(where)
+            elif not (held or full) and where in self._paused:
+                resume.append(where)
+        if pause:
+            consumer.pause([TopicPartition(t, p) for t, p in pause])
+            self._paused.update(pause)
+        if resume:
+            consumer.resume([TopicPartition(t, p) for t, p in resume])
+            self._paused.difference_update(resume)
+        self._metrics.paused.set(len(self._paused))
+
+    def _commit(self, consumer: Consumer, partitions: set[Where], *, asynchronous: bool) -> None:
+        """Commit every partition whose commit point moved past what the broker confirmed.
+
+        An asynchronous commit is confirmed in `_committed`; one that fails (a rebalance
+        in progress, a coordinator moving) stays uncommitted and goes out again next time.
+        """
+        self._last_commit = self._clock()
+        offsets = [
+            TopicPartition(t, p, tracker.committable)
+            for t, p in sorted(partitions)
+            if (tracker := self._trackers.get((t, p))) is not None
+            and tracker.uncommitted
+            and tracker.committable is not None
+        ]
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._committed(None, consumer.commit(offsets=offsets, asynchronous=False))
+        except KafkaException as exc:
+            self._committed(exc.args[0], offsets)
+
+    def _committed(self, error: KafkaError | None, offsets: list[TopicPartition]) -> None:
+        """librdkafka's commit report (runs inside consume() or commit(), on this thread)."""
+        if error is not None:
+            self._metrics.commits.labels(result="failed").inc()
+            log.warning("offset commit failed; will retry", extra={"error": error.name()})
+            return
+        self._metrics.commits.labels(result="ok").inc()
+        for tp in offsets:
+            tracker = self._trackers.get((tp.topic, tp.partition))
+            if tp.error is not None or tracker is None:
+                continue
+            tracker.committed = tp.offset
+            self._metrics.committed.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                tp.offset
+            )
+
+    def _update_lag_seconds(self) -> None:
+        now = self._wall()
+        for (topic, partition), tracker in self._trackers.items():
+            oldest = tracker.oldest_pending_timestamp()
+            lag = max(0.0, now - oldest) if oldest is not None else 0.0
+            self._metrics.lag_seconds.labels(topic=topic, partition=str(partition)).set(lag)
+
+    # -- rebalance callbacks (they run inside consume(), on this thread) ---------------------
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            where = (tp.topic, tp.partition)
+            self._epochs[where] = self._epochs.get(where, 0) + 1
+            self._trackers[where] = PartitionOffsets()
+        self._metrics.rebalances.labels(kind="assign").inc()
+        log.info("partitions assigned", extra={"partitions": _names(partitions)})
+        if self._lookback is not None:
+            # Read back after consume() returns: a second client used inside a rebalance
+            # callback upsets confluent-kafka's per-thread call state.
+            self._restore_pending.update(
+                tp.partition for tp in partitions if tp.topic in self._lookback.topics
+            )
+
+    def _restore(self) -> None:
+        """Rebuild the device guard's memory before the new partitions' messages go out."""
+        lookback, numbers = self._lookback, set(self._restore_pending)
+        self._restore_pending.clear()
+        if lookback is None or not numbers:
+            return
+        history = read_back(self._config, lookback.topics, numbers, lookback.records)
+        if history:
+            lookback.restore(history)
+            log.info("device ordering memory restored", extra={"events": len(history)})
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._metrics.rebalances.labels(kind="revoke").inc()
+        self._release(consumer, partitions, self._drain_timeout, commit=True)
+        log.info("partitions revoked", extra={"partitions": _names(partitions)})
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own them already: stop their work, commit nothing.
+        self._metrics.rebalances.labels(kind="lost").inc()
+        self._release(consumer, partitions, 0.0, commit=False)
+        log.warning("partitions lost", extra={"partitions": _names(partitions)})
+
+    def _release(
+        self, consumer: Consumer, partitions: list[TopicPartition], timeout: float, *, commit: bool
+    ) -> None:
+        wheres = {(tp.topic, tp.partition) for tp in partitions} & set(self._trackers)
+        if not wheres:
+            return
+        self._drain({(w, self._epochs[w]) for w in wheres}, timeout)
+        self._apply_completions()
+        if commit:
+            self._commit(consumer, wheres, asynchronous=False)
+        for where in wheres:
+            del self._trackers[where]
+            self._epochs[where] += 1
+            self._paused.discard(where)
+            for gauge in (
+                self._metrics.lag_seconds,
+                self._metrics.lag_records,
+                self._metrics.committed,
+            ):
+                with contextlib.suppress(KeyError):  # never set for this partition
+                    gauge.remove(where[0], str(where[1]))
+
+    def _shutdown(self, consumer: Consumer) -> None:
+        """Finish in-flight work (bounded), commit, leave the group."""
+        log.info(
+            "shutting down: draining in-flight work", extra={"grace_seconds": self._shutdown_grace}
+        )
+        assigned = [TopicPartition(t, p) for t, p in self._trackers]
+        self._release(consumer, assigned, self._shutdown_grace, commit=True)
+        consumer.close()
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]

@@ -1,0 +1,209 @@
+"""Helpers for end-to-end tests: an event stream, its expected Iterable state, and waits."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from consumer.dev.emulator.store import ApiError, Project
+from consumer.dev.topics import KafkaTools, Record
+from consumer.errors import InvalidEvent
+from consumer.events import parse
+from consumer.translate import Translator
+
+TYPES = ("user.changed", "device.registered", "push.permission.revoked")
+START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class Produced:
+    """An event as produced: its type, Kafka record, and its position in the stream."""
+
+    event_type: str
+    record: Record
+    seq: int
+
+
+@dataclass
+class Topics:
+    names: dict[str, str]  # event type → topic
+
+    def env(self) -> dict[str, str]:
+        return {
+            "TOPIC_USER_CHANGED": self.names["user.changed"],
+            "TOPIC_DEVICE_REGISTERED": self.names["device.registered"],
+            "TOPIC_PUSH_REVOKED": self.names["push.permission.revoked"],
+        }
+
+    def dlq(self, event_type: str) -> str:
+        return self.names[event_type] + ".dlq"
+
+
+def create_topics(kafka: KafkaTools, partitions: int = 3) -> Topics:
+    prefix = kafka.unique_name("t")
+    names = {t: kafka.create_topic(f"{prefix}.{t}", partitions) for t in TYPES}
+    for name in names.values():
+        kafka.create_topic(f"{name}.dlq", 1)
+    return Topics(names)
+
+
+def _envelope(event_type: str, seq: int, data: dict[str, Any], when: datetime) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"evt-{seq}",
+            "source": "/tests",
+            "type": event_type,
+            "time": when.isoformat().replace("+00:00", "Z"),
+            "data": data,
+        }
+    ).encode()
+
+
+@dataclass
+class StreamBuilder:
+    """A deterministic mix of events over `users` users and their device tokens."""
+
+    users: int = 20
+    seed: int = 7
+    seq: int = 0
+    clock: datetime = START
+    tokens: dict[int, list[str]] = field(default_factory=dict)
+
+    def next_time(self) -> datetime:
+        self.clock += timedelta(milliseconds=10)
+        return self.clock
+
+    def make(
+        self, event_type: str, key: str, data: dict[str, Any], when: datetime | None = None
+    ) -> Produced:
+        self.seq += 1
+        value = _envelope(event_type, self.seq, data, when or self.next_time())
+        return Produced(event_type, Record(key.encode(), value), self.seq)
+
+    def events(self, count: int) -> list[Produced]:
+        rng = random.Random(self.seed + self.seq)
+        out: list[Produced] = []
+        for _ in range(count):
+            user = rng.randrange(self.users)
+            ids = {"userId": f"u{user}", "email": f"user{user}@example.com"}
+            draw = rng.random()
+            if draw < 0.7 or (not self.tokens.get(user) and draw >= 0.9):
+                fields = {
+                    "n": self.seq + 1,
+                    "tier": rng.choice(["a", "b", "c"]),
+                    "prefs": {rng.choice("xyz"): rng.random() < 0.5},
+                }
+                data = {**ids, "dataFields": fields, "mergeNestedObjects": rng.random() < 0.5}
+                out.append(self.make("user.changed", ids["userId"], data))
+            elif draw < 0.9:
+                token = f"tok-{user}-{rng.randrange(3)}"
+                self.tokens.setdefault(user, []).append(token)
+                device = {
+                    "token": token,
+                    "platform": rng.choice(["APNS", "GCM"]),
+                    "applicationName": "App",
+                    "dataFields": {"seq": self.seq + 1},
+                }
+                out.append(self.make("device.registered", token, {**ids, "device": device}))
+            else:
+                token = rng.choice(self.tokens[user])
+                scoped = {"userId": ids["userId"]} if rng.random() < 0.7 else {}
+                out.append(self.make("push.permission.revoked", token, {"token": token, **scoped}))
+        return out
+
+
+def produce(kafka: KafkaTools, topics: Topics, events: list[Produced]) -> None:
+    for event_type in TYPES:
+        records = [e.record for e in events if e.event_type == event_type]
+        if records:
+            kafka.produce(topics.names[event_type], records)
+
+
+def expected_state(events: list[Produced], project_type: str) -> list[dict[str, Any]]:
+    """Iterable's state after applying the valid events in stream order (the oracle)."""
+    project = Project(project_type)  # type: ignore[arg-type]
+    translator = Translator(project_type)  # type: ignore[arg-type]
+    handlers: dict[str, Callable[[dict[str, Any], float], object]] = {
+        "users/update": project.update,
+        "users/registerDeviceToken": project.register_device,
+        "users/disableDevice": project.disable_device,
+        "users/updateEmail": project.update_email,
+    }
+    for produced in sorted(events, key=lambda e: e.seq):
+        try:
+            event = parse(produced.record.value, produced.record.headers)
+        except InvalidEvent:
+            continue  # invalid events change nothing
+        for call in translator.calls(event):
+            try:
+                handlers[call.endpoint.value](json.loads(json.dumps(call.payload)), 0.0)
+            except ApiError:
+                break
+    return normalise([u.as_json() for u in project.users])
+
+
+def normalise(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Profiles without timestamps or random placeholder addresses, in a stable order."""
+    out = []
+    for profile in users:
+        user = {k: v for k, v in profile.items() if k not in ("signupDate", "profileUpdatedAt")}
+        if str(user.get("email", "")).endswith("@placeholder.email"):
+            user["email"] = "<placeholder>"
+        fields = dict(user.get("dataFields", {}))
+        # Only enabled devices count: a registration skipped as stale because a newer
+        # revocation was applied first never creates the (disabled) entry (SPEC §5).
+        enabled = [d for d in fields.get("devices", []) if d.get("endpointEnabled")]
+        fields["devices"] = sorted(enabled, key=lambda d: d["token"])
+        user["dataFields"] = fields
+        out.append(user)
+    return sorted(out, key=lambda u: (str(u.get("userId")), str(u.get("email"))))
+
+
+def without_devices(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**u, "dataFields": {k: v for k, v in u["dataFields"].items() if k != "devices"}}
+        for u in users
+    ]
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def all_committed(kafka: KafkaTools, group: str, topics: Topics) -> bool:
+    for name in topics.names.values():
+        ends = kafka.end_offsets(name)
+        committed = kafka.committed(group, name)
+        if any(committed.get(p, -1) < end for p, end in ends.items() if end > 0):
+            return False
+    return True
+
+
+def first_application_order(calls: list[dict[str, Any]]) -> Iterator[tuple[str, list[int]]]:
+    """Per user, the `n` of each successful update in the order each first reached Iterable."""
+    seen: dict[str, list[int]] = {}
+    for call in calls:
+        body = call.get("body") or {}
+        if (
+            call["path"] != "/api/users/update"
+            or call["status"] != 200
+            or not isinstance(body, dict)
+        ):
+            continue
+        n = (body.get("dataFields") or {}).get("n")
+        key = str(body.get("userId") or body.get("email"))
+        if isinstance(n, int) and n not in seen.setdefault(key, []):
+            seen[key].append(n)
+    yield from seen.items()

@@ -1,0 +1,174 @@
+"""The consumer end to end: real broker, real emulator over HTTP, the service as a process.
+
+Every test checks the final Iterable state against the oracle (`pipeline.expected_state`),
+the committed offsets, and the dead-letter topics — what a user relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from consumer.dev.emulator.process import EmulatorProcess
+from consumer.dev.examples import load
+from consumer.dev.service_process import ConsumerProcess
+from consumer.dev.topics import KafkaTools, Record
+from consumer.dlq import original_headers
+from tests.integration.conftest import consumer_env
+from tests.integration.pipeline import (
+    StreamBuilder,
+    Topics,
+    all_committed,
+    create_topics,
+    expected_state,
+    first_application_order,
+    normalise,
+    produce,
+    wait_for,
+    without_devices,
+)
+
+Start = Callable[..., ConsumerProcess]
+
+
+@pytest.fixture
+def topics(kafka: KafkaTools) -> Topics:
+    return create_topics(kafka)
+
+
+@pytest.fixture
+def start(
+    kafka: KafkaTools, group_id: str, topics: Topics, consumers: list[ConsumerProcess]
+) -> Callable[..., ConsumerProcess]:
+    def _start(emulator: EmulatorProcess, **extra: str) -> ConsumerProcess:
+        env = consumer_env(kafka, emulator, group_id, topics.env(), **extra)
+        process = ConsumerProcess(env).start()
+        consumers.append(process)
+        return process
+
+    return _start
+
+
+def _settle(kafka: KafkaTools, group: str, topics: Topics, timeout: float = 60.0) -> None:
+    wait_for(lambda: all_committed(kafka, group, topics), timeout, "offsets committed to the end")
+
+
+def consumed(process: ConsumerProcess) -> float:
+    """Messages a consumer process received, from its own metrics."""
+    prefix = "iterable_consumer_events_consumed_total"
+    lines = process.metrics().splitlines() if process.probe("/livez") == 200 else []
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(prefix))
+
+
+def _dead_letters(kafka: KafkaTools, topics: Topics) -> list[Record]:
+    return [r for t in topics.names for r in kafka.read_all(topics.dlq(t))]
+
+
+@pytest.mark.parametrize("project_type", ["hybrid", "email", "userId"])
+def test_every_event_type_lands_exactly_in_each_project_type(
+    kafka: KafkaTools,
+    group_id: str,
+    topics: Topics,
+    emulators: dict[str, EmulatorProcess],
+    start: Start,
+    project_type: str,
+) -> None:
+    emulator = emulators[project_type]
+    emulator.reset()
+    events = StreamBuilder(users=15).events(300)
+    produce(kafka, topics, events)
+    start(emulator)
+    _settle(kafka, group_id, topics)
+    assert normalise(emulator.state()["users"]) == expected_state(events, project_type)
+    assert _dead_letters(kafka, topics) == []
+
+
+def test_poison_pills_are_dead_lettered_with_their_reason_and_good_events_applied(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    good = StreamBuilder(users=10).events(200)
+    invalid = load("invalid")
+    # Poison on every partition of every topic, between good events of the same partitions.
+    batches: dict[str, list[Record]] = {name: [] for name in topics.names.values()}
+    for i, event in enumerate(good):
+        if i % 2 == 0 and i // 2 < len(invalid):
+            example = invalid[i // 2]
+            poison = Record(b"poison", example.value, example.headers, partition=i % 3)
+            batches[topics.names[example.event_type]].append(poison)
+        key = event.record.key or b""  # one entity, one partition: keep its order
+        pinned = Record(key, event.record.value, partition=sum(key) % 3)
+        batches[topics.names[event.event_type]].append(pinned)
+    for name, records in batches.items():
+        kafka.produce(name, records)
+    assert len(good) // 2 >= len(invalid)
+    start(emulator, DLQ_BREAKER_RATIO="1.0")
+    _settle(kafka, group_id, topics)
+
+    assert normalise(emulator.state()["users"]) == expected_state(good, "hybrid")
+    letters = _dead_letters(kafka, topics)
+    assert len(letters) == len(invalid)
+    by_message = {
+        (dict(r.headers)["dlq.source.topic"], r.value, original_headers(r.headers)): dict(r.headers)
+        for r in letters
+    }
+    for example in invalid:
+        message = (topics.names[example.event_type].encode(), example.value, example.headers)
+        headers = by_message[message]
+        assert headers["dlq.error.class"] == b"InvalidEvent"
+        assert example.field is not None
+        assert example.field.encode() in headers["dlq.error.message"]
+        assert int(headers["dlq.source.offset"]) >= 0
+        assert headers["dlq.source.partition"] in (b"0", b"1", b"2")
+
+
+def test_kill_9_three_times_mid_stream_loses_nothing(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    emulator.faults(latency_ms=5)
+    builder = StreamBuilder(users=25)
+    events = builder.events(1500)
+    produce(kafka, topics, events)
+    for _ in range(3):
+        process = start(emulator)
+        target = len(emulator.calls()) + 300
+        wait_for(lambda: len(emulator.calls()) > target, 60, "progress")  # noqa: B023 - used at once
+        process.kill()
+    start(emulator)
+    _settle(kafka, group_id, topics, timeout=120)
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
+    assert _dead_letters(kafka, topics) == []
+
+
+@pytest.mark.parametrize("strategy", ["cooperative-sticky", "range"])
+def test_a_rebalance_mid_stream_keeps_order_and_loses_nothing(
+    kafka: KafkaTools,
+    group_id: str,
+    topics: Topics,
+    emulator: EmulatorProcess,
+    start: Start,
+    strategy: str,
+) -> None:
+    """Device state is exact across members only when partition i of both device topics
+    lands on one member (range); with cooperative-sticky, profiles and order still are."""
+    # Slow enough that the stream outlives both rebalances.
+    emulator.faults(latency_ms=30)
+    events = StreamBuilder(users=30).events(2000)
+    produce(kafka, topics, events)
+    config = {"CONSUMER_MAX_IN_FLIGHT": "8", "KAFKA_CONFIG_PARTITION_ASSIGNMENT_STRATEGY": strategy}
+    first = start(emulator, **config)
+    wait_for(lambda: len(emulator.calls()) > 100, 60, "progress")
+    second = start(emulator, **config)
+    wait_for(lambda: consumed(second) > 0, 60, "the second member receiving work")
+    calls = len(emulator.calls())
+    wait_for(lambda: len(emulator.calls()) > calls + 200, 60, "progress with two members")
+    assert second.terminate() == 0
+    assert len(emulator.calls()) < len(events)  # it left mid-stream
+    _settle(kafka, group_id, topics, timeout=120)
+    assert first.probe("/readyz") == 200
+    actual, expected = normalise(emulator.state()["users"]), expected_state(events, "hybrid")
+    if strategy == "cooperative-sticky":
+        actual, expected = without_devices(actual), without_devices(expected)
+    assert actual == expected
+    for user, order in first_application_order(emulator.calls()):
+        assert order == sorted(order), f"updates for {user} first applied out of order"
