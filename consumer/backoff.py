@@ -13,7 +13,7 @@ class Backoff:
     """Full jitter: wait a uniform time in [0, min(cap, base * 2**attempt)]."""
 
     base: float = 0.2
-    cap: float = 30.0
+    cap: float = 10.0
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
         """The wait before retry number `attempt` (0-based); a server's Retry-After is a floor."""

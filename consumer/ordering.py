@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -53,20 +54,32 @@ class Lru(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def drop(self, matches: Callable[[K], bool]) -> None:
+        for key in [k for k in self._items if matches(k)]:
+            del self._items[key]
+
 
 class DuplicateWindow:
-    """Remembers the last `size` (source, id) pairs seen."""
+    """Remembers the last `size` (partition, source, id) applied here.
+
+    Scoped by partition and forgotten when the partition leaves: while another member
+    owned it, it may have re-applied older events, and skipping the newer re-delivery
+    here would leave the older state in Iterable.
+    """
 
     def __init__(self, size: int) -> None:
-        self._seen: Lru[tuple[str, str], bool] = Lru(size)
+        self._seen: Lru[tuple[object, str, str], bool] = Lru(size)
 
-    def seen(self, event: Event) -> bool:
-        """True if an event with this id and source was applied before."""
-        return bool(self._seen.get((event.source, event.id)))
+    def seen(self, event: Event, partition: object) -> bool:
+        """True if an event with this id and source was applied from this partition."""
+        return bool(self._seen.get((partition, event.source, event.id)))
 
-    def remember(self, event: Event) -> None:
+    def remember(self, event: Event, partition: object) -> None:
         """Record an applied event (only once applied: a dropped one must run again)."""
-        self._seen.put((event.source, event.id), True)
+        self._seen.put((partition, event.source, event.id), True)
+
+    def forget(self, partition: object) -> None:
+        self._seen.drop(lambda key: key[0] == partition)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,7 @@ class Processor:
             )
         except InvalidEvent as exc:
             return _Item(delivery, None, exc)
-        if self._duplicates.seen(event):
+        if self._duplicates.seen(event, delivery.where):
             self._finish(delivery, Outcome.DUPLICATE)
             return None
         return _Item(delivery, event)
@@ -179,7 +179,7 @@ class Processor:
                 self._metrics.in_flight.dec()
         if device is not None:
             self._guard.applied(device, profiles, when)
-        self._duplicates.remember(event)
+        self._duplicates.remember(event, item.delivery.where)
         return Outcome.OK
 
     async def _send(self, call: Call) -> object:
@@ -304,6 +304,14 @@ class Processor:
         """Let in-flight work of these partitions finish (up to `timeout`); drop the rest."""
         for where, epoch in partitions:
             self._revoked[where] = max(epoch, self._revoked.get(where, 0))
+        try:
+            await self._settle_revoked(timeout)
+        finally:
+            # After in-flight work finished: a call finishing late must not re-add entries.
+            for where, _ in partitions:
+                self._duplicates.forget(where)
+
+    async def _settle_revoked(self, timeout: float) -> None:
         for lane in self._lanes.values():
             lane.items = deque(i for i in lane.items if not self._is_revoked(i.delivery))
         running = [

@@ -138,7 +138,9 @@ class KafkaSource:
     def _step(self, consumer: Consumer) -> None:
         self._apply_completions()
         self._update_pauses(consumer)
-        messages = consumer.consume(num_messages=_BATCH, timeout=_POLL_TIMEOUT)
+        # Never take more than the buffer has room for: the bound is a bound.
+        room = self._limits.total - sum(t.pending for t in self._trackers.values())
+        messages = consumer.consume(num_messages=max(1, min(_BATCH, room)), timeout=_POLL_TIMEOUT)
         self._restore()
         self._status.polled(self._clock())
         self._metrics.last_poll.set(self._wall())

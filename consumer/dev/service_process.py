@@ -47,7 +47,11 @@ class ConsumerProcess:
             return None
 
     def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics", timeout=5).text
+        """The /metrics text, or "" while the endpoint is not up yet."""
+        try:
+            return httpx.get(f"{self.url}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return ""
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

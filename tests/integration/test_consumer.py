@@ -56,9 +56,7 @@ def _settle(kafka: KafkaTools, group: str, topics: Topics, timeout: float = 60.0
 
 def consumed(process: ConsumerProcess) -> float:
     """Messages a consumer process received, from its own metrics."""
-    prefix = "iterable_consumer_events_consumed_total"
-    lines = process.metrics().splitlines() if process.probe("/livez") == 200 else []
-    return sum(float(line.split()[-1]) for line in lines if line.startswith(prefix))
+    return _metric(process, "iterable_consumer_events_consumed_total")
 
 
 def _dead_letters(kafka: KafkaTools, topics: Topics) -> list[Record]:
@@ -172,3 +170,130 @@ def test_a_rebalance_mid_stream_keeps_order_and_loses_nothing(
     assert actual == expected
     for user, order in first_application_order(emulator.calls()):
         assert order == sorted(order), f"updates for {user} first applied out of order"
+
+
+def _metric(process: ConsumerProcess, name: str) -> float:
+    lines = [line for line in process.metrics().splitlines() if line.startswith(name)]
+    return sum(float(line.split()[-1]) for line in lines)
+
+
+def test_an_iterable_outage_pauses_with_bounded_memory_then_everything_lands(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    events = StreamBuilder(users=40).events(800)
+    produce(kafka, topics, events)
+    emulator.faults(outage_seconds=20)
+    process = start(
+        emulator, CONSUMER_MAX_BUFFERED="200", CONSUMER_MAX_BUFFERED_PER_PARTITION="100"
+    )
+    wait_for(lambda: _metric(process, "iterable_consumer_paused_partitions") > 0, 30, "a pause")
+    peak = 0.0
+    while emulator.faults()["outage_seconds_left"] > 1:
+        peak = max(peak, _metric(process, "iterable_consumer_buffered_events"))
+        assert process.probe("/livez") == 200
+    assert 0 < peak <= 200
+    _settle(kafka, group_id, topics, timeout=90)
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
+    assert _dead_letters(kafka, topics) == []
+    assert (
+        _metric(
+            process,
+            'iterable_consumer_iterable_requests_total{endpoint="users/update",status_class="5xx"}',
+        )
+        > 0
+    )
+
+
+def test_a_429_storm_dead_letters_nothing_and_everything_lands(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    events = StreamBuilder(users=30).events(600)
+    produce(kafka, topics, events)
+    emulator.faults(throttle_seconds=5, retry_after=1)
+    start(emulator)
+    _settle(kafka, group_id, topics, timeout=90)
+    assert any(call["status"] == 429 for call in emulator.calls())
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
+    assert _dead_letters(kafka, topics) == []
+
+
+def test_a_wrong_api_key_holds_everything_until_the_key_works(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    events = StreamBuilder(users=10).events(200)
+    produce(kafka, topics, events)
+    emulator.faults(api_keys=["a-different-key"])
+    process = start(emulator)
+    wait_for(
+        lambda: (
+            process.probe("/readyz") == 503
+            and _metric(process, "iterable_consumer_credentials_failed") == 1
+        ),
+        30,
+        "credentials failure reported",
+    )
+    assert process.probe("/livez") == 200
+    assert sum(1 for line in process.logs().splitlines() if "rejected the API key" in line) == 1
+    assert emulator.state()["users"] == []
+
+    emulator.faults(api_keys=[emulator.api_key])
+    _settle(kafka, group_id, topics)
+    wait_for(lambda: process.probe("/readyz") == 200, 10, "ready again")
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
+    assert _dead_letters(kafka, topics) == []
+
+
+def test_a_revocation_consumed_before_an_older_registration_leaves_the_device_disabled(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    builder = StreamBuilder()
+    registered_at = builder.next_time()
+    revoked_at = builder.next_time()
+    ids = {"userId": "u-race", "email": "race@example.com"}
+    device = {"token": "race-token", "platform": "APNS", "applicationName": "App"}
+    register = builder.make(
+        "device.registered", "race-token", {**ids, "device": device}, when=registered_at
+    )
+    revoke = builder.make(
+        "push.permission.revoked",
+        "race-token",
+        {"token": "race-token", "userId": "u-race"},
+        when=revoked_at,
+    )
+    produce(kafka, topics, [revoke])
+    start(emulator)
+    _settle(kafka, group_id, topics)
+    produce(kafka, topics, [register])
+    _settle(kafka, group_id, topics)
+
+    user = emulator.user_by_id("u-race")
+    enabled = [
+        d for d in (user or {}).get("dataFields", {}).get("devices", []) if d["endpointEnabled"]
+    ]
+    assert enabled == []
+    assert not any(c["path"] == "/api/users/registerDeviceToken" for c in emulator.calls())
+
+
+def test_sigterm_under_load_finishes_in_flight_calls_commits_and_exits_0(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    emulator.faults(latency_ms=200)
+    events = StreamBuilder(users=50).events(600)
+    produce(kafka, topics, events)
+    process = start(emulator)
+    wait_for(
+        lambda: _metric(process, "iterable_consumer_in_flight_events") > 10, 30, "calls in flight"
+    )
+    assert process.terminate(timeout=30) == 0
+    calls = emulator.calls()
+    # Every call that was sent got its answer before the process left.
+    assert all(call["status"] == 200 for call in calls)
+    committed = sum(
+        max(0, o)
+        for name in topics.names.values()
+        for o in kafka.committed(group_id, name).values()
+    )
+    assert committed > 0
+    start(emulator)
+    _settle(kafka, group_id, topics)
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")

@@ -1,0 +1,90 @@
+"""The embedded default: a local broker, the emulator and the consumer, fed the examples.
+
+    python -m consumer.dev.demo        (or ./scripts/demo, which sets up first)
+
+Publishes every event under `schemas/examples/valid/`, waits until the consumer committed
+them, prints the resulting Iterable profiles (read through the emulator's GET endpoints)
+and the metrics URL, then keeps everything running until Ctrl-C and stops it in order.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+from consumer.dev.emulator.process import EmulatorProcess
+from consumer.dev.examples import load
+from consumer.dev.kafka import LocalKafka
+from consumer.dev.service_process import ConsumerProcess
+from consumer.dev.topics import KafkaTools, Record
+
+TOPICS = ("user.changed", "device.registered", "push.permission.revoked")
+GROUP = "iterable-consumer-demo"
+
+
+def _settled(kafka: KafkaTools) -> bool:
+    for topic in TOPICS:
+        ends = kafka.end_offsets(topic)
+        committed = kafka.committed(GROUP, topic)
+        if any(committed.get(p, -1) < end for p, end in ends.items() if end > 0):
+            return False
+    return True
+
+
+def main() -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("starting a local Kafka broker and the Iterable emulator…", flush=True)
+    with LocalKafka() as broker, EmulatorProcess() as emulator:
+        kafka = KafkaTools(broker.bootstrap_servers)
+        for topic in TOPICS:
+            kafka.create_topic(topic, partitions=3)
+            kafka.create_topic(f"{topic}.dlq")
+        consumer = ConsumerProcess(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                "KAFKA_GROUP_ID": GROUP,
+                "ITERABLE_API_KEY": emulator.api_key,
+                "ITERABLE_BASE_URL": emulator.url,
+                "LOG_FORMAT": "console",
+            }
+        ).start()
+        try:
+            consumer.wait_ready()
+            examples = load("valid")
+            for topic in TOPICS:
+                records = [
+                    Record(e.key, e.value, e.headers) for e in examples if e.event_type == topic
+                ]
+                kafka.produce(topic, records)
+            print(
+                f"published {len(examples)} example events; waiting for the consumer…", flush=True
+            )
+            deadline = time.monotonic() + 60
+            while not _settled(kafka) and time.monotonic() < deadline and not stop.is_set():
+                time.sleep(0.2)
+            print("\nIterable profiles now (GET /api/users/getByEmail and /byUserId):")
+            for user in emulator.state()["users"]:
+                found = (
+                    emulator.user_by_email(user["email"])
+                    if "email" in user
+                    else emulator.user_by_id(user["userId"])
+                )
+                print(json.dumps(found, ensure_ascii=False))
+            print(f"\nmetrics:   {consumer.url}/metrics")
+            print(f"readiness: {consumer.url}/readyz")
+            print(f"consumer log: {consumer.log_path}")
+            print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}  emulator: {emulator.url}")
+            print("running; Ctrl-C stops everything", flush=True)
+            stop.wait()
+        finally:
+            print("stopping…", flush=True)
+            consumer.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

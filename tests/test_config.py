@@ -1,0 +1,74 @@
+"""Configuration: SPEC §7 names, defaults, passthrough, one clear line per mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.cli import main
+from consumer.config import kafka_passthrough, load
+from consumer.errors import ConfigError
+
+BASE = {"KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "ITERABLE_API_KEY": "secret-key"}
+
+
+def test_defaults_follow_the_spec() -> None:
+    settings = load(BASE)
+    assert settings.kafka_group_id == "iterable-consumer"
+    assert settings.topics == {
+        "user.changed": "user.changed",
+        "device.registered": "device.registered",
+        "push.permission.revoked": "push.permission.revoked",
+    }
+    assert (settings.iterable_region, settings.iterable_project_type) == ("us", "hybrid")
+    assert settings.iterable_prefer_user_id is True
+    assert (settings.metrics_port, settings.log_level, settings.log_format) == (
+        9400,
+        "info",
+        "json",
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"ITERABLE_API_KEY": "k"}, "KAFKA_BOOTSTRAP_SERVERS"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "b"}, "ITERABLE_API_KEY"),
+        ({**BASE, "METRICS_PORT": "ninety"}, "METRICS_PORT"),
+        ({**BASE, "ITERABLE_PROJECT_TYPE": "emailish"}, "ITERABLE_PROJECT_TYPE"),
+        ({**BASE, "ITERABLE_REGION": "ap"}, "ITERABLE_REGION"),
+        ({**BASE, "ITERABLE_BASE_URL": "api.iterable.com"}, "ITERABLE_BASE_URL"),
+        ({**BASE, "LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({**BASE, "DLQ_BREAKER_RATIO": "2"}, "DLQ_BREAKER_RATIO"),
+    ],
+)
+def test_a_bad_or_missing_variable_is_named(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(environ)
+    assert caught.value.variable == variable
+
+
+def test_the_secret_never_appears_in_settings_repr() -> None:
+    assert "secret-key" not in repr(load(BASE))
+
+
+def test_kafka_config_variables_pass_through_as_librdkafka_properties() -> None:
+    assert kafka_passthrough(
+        {
+            "KAFKA_CONFIG_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_CONFIG_SASL_MECHANISM": "SCRAM-SHA-512",
+            "OTHER": "x",
+        }
+    ) == {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}
+
+
+def test_properties_the_guarantees_rest_on_cannot_be_overridden() -> None:
+    with pytest.raises(ConfigError, match="KAFKA_CONFIG_ENABLE_AUTO_COMMIT"):
+        kafka_passthrough({"KAFKA_CONFIG_ENABLE_AUTO_COMMIT": "true"})
+
+
+def test_run_with_bad_configuration_prints_one_line_and_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run"], environ={"ITERABLE_API_KEY": "k"}) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["iterable-consumer: configuration error: KAFKA_BOOTSTRAP_SERVERS: is required"]

@@ -1,0 +1,124 @@
+"""Lanes, the duplicate window and the device event-time guard (SPEC §5)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, parse
+from consumer.ordering import DeviceGuard, DuplicateWindow, Lru, lane_key
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+EARLY, LATE = T0, T0 + timedelta(seconds=1)
+PROFILE = ("userId:42", "email:a@example.com")
+
+
+def _event(event_type: str, data: dict[str, Any], event_id: str = "1") -> Event:
+    envelope = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "/t",
+        "type": event_type,
+        "data": data,
+    }
+    return parse(json.dumps(envelope).encode())
+
+
+def _register(token: str = "t", user_id: str = "42") -> DeviceRegistered:
+    data = {
+        "userId": user_id,
+        "device": {"token": token, "platform": "GCM", "applicationName": "A"},
+    }
+    registered = _event("device.registered", data).data
+    assert isinstance(registered, DeviceRegistered)
+    return registered
+
+
+def _revoke(token: str = "t", **scope: str) -> PushPermissionRevoked:
+    revoked = _event("push.permission.revoked", {"token": token, **scope}).data
+    assert isinstance(revoked, PushPermissionRevoked)
+    return revoked
+
+
+def test_lanes_key_users_by_user_id_else_email_and_devices_by_token() -> None:
+    assert lane_key(_event("user.changed", {"userId": "1", "email": "a@b.co"})) == "user:id:1"
+    assert lane_key(_event("user.changed", {"email": "a@b.co"})) == "user:email:a@b.co"
+    assert (
+        lane_key(
+            _event(
+                "device.registered",
+                {
+                    "userId": "1",
+                    "device": {"token": "x", "platform": "GCM", "applicationName": "A"},
+                },
+            )
+        )
+        == "token:x"
+    )
+    assert lane_key(_event("push.permission.revoked", {"token": "x"})) == "token:x"
+
+
+def test_the_duplicate_window_remembers_applied_events_only() -> None:
+    window = DuplicateWindow(size=2)
+    first = _event("user.changed", {"userId": "1"}, event_id="a")
+    assert not window.seen(first, "p0")
+    window.remember(first, "p0")
+    assert window.seen(first, "p0")
+    for other in ("b", "c"):
+        window.remember(_event("user.changed", {"userId": "1"}, event_id=other), "p0")
+    assert not window.seen(first, "p0")  # bounded: the oldest is forgotten
+
+
+def test_a_partition_that_leaves_forgets_its_duplicates() -> None:
+    window = DuplicateWindow(size=10)
+    event = _event("user.changed", {"userId": "1"})
+    window.remember(event, "p0")
+    window.remember(event, "p1")
+    window.forget("p0")
+    assert not window.seen(event, "p0")
+    assert window.seen(event, "p1")
+
+
+def test_lru_forgets_the_least_recently_used() -> None:
+    lru: Lru[str, int] = Lru(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    lru.get("a")
+    lru.put("c", 3)
+    assert (lru.get("a"), lru.get("b"), lru.get("c")) == (1, None, 3)
+
+
+def test_a_registration_older_than_an_applied_scoped_revocation_is_stale() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_revoke(userId="42"), ("userId:42",), LATE)
+    assert guard.decide(_register(), PROFILE, EARLY).stale
+
+
+def test_the_profile_matches_under_either_identifier() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_register(), PROFILE, LATE)
+    assert guard.decide(_revoke(email="a@example.com"), ("email:a@example.com",), EARLY).stale
+
+
+def test_a_registration_older_than_a_global_revocation_is_stale() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_revoke(), (), LATE)
+    assert guard.decide(_register(), PROFILE, EARLY).stale
+    assert not guard.decide(_register(), PROFILE, LATE + timedelta(seconds=1)).stale
+
+
+def test_an_older_global_revocation_is_sent_then_newer_registrations_again() -> None:
+    guard = DeviceGuard(100)
+    newer = _register()
+    guard.applied(newer, PROFILE, LATE)
+    decision = guard.decide(_revoke(), (), EARLY)
+    assert not decision.stale
+    assert decision.replay == (newer,)
+
+
+def test_newer_events_are_never_stale() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_register(), PROFILE, EARLY)
+    assert not guard.decide(_revoke(userId="42"), ("userId:42",), LATE).stale
+    assert not guard.decide(_register(token="other"), PROFILE, EARLY).stale
