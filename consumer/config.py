@@ -16,6 +16,7 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from consumer.endpoints import Endpoint
 from consumer.errors import ConfigError
 
 KAFKA_CONFIG_PREFIX = "KAFKA_CONFIG_"
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     iterable_read_timeout_seconds: float = Field(default=30.0, gt=0)
     iterable_max_attempts: int | None = Field(default=None, ge=1)
     iterable_ca_bundle: str | None = None
+    # "users/update=475,users/bulkUpdate=4.5" overrides the client-side pace per endpoint;
+    # "off" removes it (benchmarks against an unlimited emulator; never in production).
+    iterable_rate_limits: str | None = None
 
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -95,6 +99,13 @@ class Settings(BaseSettings):
         # `load` reads the environment and `.env` itself, so tests can pass a clean mapping.
         return (init_settings,)
 
+    @field_validator("iterable_rate_limits")
+    @classmethod
+    def _rates(cls, value: str | None) -> str | None:
+        if value is not None and value != "off":
+            rate_overrides(value)
+        return value
+
     @property
     def topics(self) -> dict[str, str]:
         """Topic name → the event type it carries."""
@@ -139,3 +150,19 @@ def kafka_passthrough(environ: Mapping[str, str]) -> dict[str, str]:
             raise ConfigError(name, f"{key} is managed by the service and cannot be overridden")
         properties[key] = value
     return properties
+
+
+def rate_overrides(text: str) -> dict[str, float]:
+    """Parse `endpoint=rps,…`; raises ValueError naming the bad entry."""
+    rates: dict[str, float] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        endpoint, _, rate = entry.partition("=")
+        if endpoint.strip() not in {e.value for e in Endpoint}:
+            raise ValueError(f"unknown endpoint in {entry!r}; use e.g. users/update")
+        try:
+            rates[endpoint.strip()] = float(rate)
+        except ValueError:
+            raise ValueError(f"expected endpoint=requests_per_second, got {entry!r}") from None
+        if rates[endpoint.strip()] <= 0:
+            raise ValueError(f"a rate must be positive, got {entry!r}")
+    return rates

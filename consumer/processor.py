@@ -19,7 +19,13 @@ from typing import Protocol
 
 from consumer.dlq import DeadLetter, DeadLetterBreaker, dead_letter
 from consumer.endpoints import Endpoint
-from consumer.errors import ConsumerError, CredentialsError, InvalidEvent, PermanentError
+from consumer.errors import (
+    ConsumerError,
+    CredentialsError,
+    InvalidEvent,
+    PermanentError,
+    TransientError,
+)
 from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, parse
 from consumer.iterable import IterableClient
 from consumer.messages import Delivery, Outcome
@@ -133,7 +139,7 @@ class Processor:
                 continue
             lane.current = item
             try:
-                outcome = await self._process(item)
+                outcome = await self._process_until_done(item)
             except asyncio.CancelledError:
                 if not item.abandoned:
                     raise
@@ -148,6 +154,24 @@ class Processor:
         del self._lanes[key]
 
     # -- one message ----------------------------------------------------------------------
+
+    async def _process_until_done(self, item: _Item) -> Outcome:
+        """Process; an unexpected error is logged and retried, never skipped (no loss)."""
+        while True:
+            try:
+                return await self._process(item)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception:
+                log.exception(
+                    "unexpected error processing a message; retrying",
+                    extra={
+                        "topic": item.delivery.topic,
+                        "partition": item.delivery.partition,
+                        "offset": item.delivery.offset,
+                    },
+                )
+                await asyncio.sleep(1.0)
 
     async def _process(self, item: _Item) -> Outcome:
         if item.event is None:
@@ -172,6 +196,9 @@ class Processor:
                     except PermanentError as exc:
                         if call.email_change and await self._email_change_applied(call):
                             continue
+                        await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
+                        return Outcome.DEAD_LETTERED
+                    except TransientError as exc:  # only with ITERABLE_MAX_ATTEMPTS set
                         await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
                         return Outcome.DEAD_LETTERED
                 await self._replay(replay)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from consumer.config import Settings
+from consumer.config import Settings, rate_overrides
+from consumer.endpoints import DEFAULT_RATES, Endpoint
 from consumer.dead_letters import DeadLetterProducer
 from consumer.dlq import DeadLetterBreaker
 from consumer.iterable import ClientSettings, IterableClient, base_url
@@ -40,7 +41,14 @@ class Wiring:
 
 
 def client_settings(settings: Settings) -> ClientSettings:
+    rates: dict[Endpoint, float] = dict(DEFAULT_RATES)
+    if settings.iterable_rate_limits == "off":
+        rates = {}
+    elif settings.iterable_rate_limits:
+        for name, rate in rate_overrides(settings.iterable_rate_limits).items():
+            rates[Endpoint(name)] = rate
     return ClientSettings(
+        rates=rates,
         base_url=base_url(settings.iterable_region, settings.iterable_base_url),
         api_key=settings.iterable_api_key.get_secret_value(),
         max_connections=settings.iterable_max_connections,
