@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings, rate_overrides
-from consumer.endpoints import DEFAULT_RATES, Endpoint
 from consumer.dead_letters import DeadLetterProducer
 from consumer.dlq import DeadLetterBreaker
+from consumer.endpoints import DEFAULT_RATES, Endpoint
 from consumer.iterable import ClientSettings, IterableClient, base_url
 from consumer.messages import Delivery
 from consumer.messages import TopicPartition as Where
