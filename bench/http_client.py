@@ -126,11 +126,11 @@ def main() -> None:
         )
         + "\n"
     )
-    (RESULTS / "http_client.md").write_text(
-        "`users/update` against the emulator, requests in flight per column: requests/s, client CPU per request, (ratio to httpx's default transport, same run).\n\n"
-        + table
-        + "\n"
+    caption = (
+        "`users/update` against the emulator; columns are requests in flight; each cell:"
+        " requests/s, client CPU per request, (ratio to httpx's default transport, same run)."
     )
+    (RESULTS / "http_client.md").write_text(f"{caption}\n\n{table}\n")
     print(table)
 
 
