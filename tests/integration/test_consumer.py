@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from consumer.dev.emulator.process import EmulatorProcess
@@ -97,15 +98,23 @@ def test_poison_pills_are_dead_lettered_with_their_reason_and_good_events_applie
         key = event.record.key or b""  # one entity, one partition: keep its order
         pinned = Record(key, event.record.value, partition=sum(key) % 3)
         batches[topics.names[event.event_type]].append(pinned)
+    oversized = Record(
+        b"big",
+        good[0].record.value.replace(b'"n"', b'"pad": "' + b"x" * 70_000 + b'", "n"'),
+        partition=0,
+    )
+    batches[topics.names["user.changed"]].insert(3, oversized)
     for name, records in batches.items():
         kafka.produce(name, records)
     assert len(good) // 2 >= len(invalid)
-    start(emulator, DLQ_BREAKER_RATIO="1.0")
+    start(emulator, DLQ_BREAKER_RATIO="1.0", CONSUMER_MAX_EVENT_BYTES="65536")
     _settle(kafka, group_id, topics)
 
     assert normalise(emulator.state()["users"]) == expected_state(good, "hybrid")
     letters = _dead_letters(kafka, topics)
-    assert len(letters) == len(invalid)
+    assert len(letters) == len(invalid) + 1
+    too_big = [dict(r.headers) for r in letters if r.key == b"big"]
+    assert too_big[0]["dlq.error.message"].startswith(b"value: is ")
     by_message = {
         (dict(r.headers)["dlq.source.topic"], r.value, original_headers(r.headers)): dict(r.headers)
         for r in letters
@@ -297,3 +306,33 @@ def test_sigterm_under_load_finishes_in_flight_calls_commits_and_exits_0(
     start(emulator)
     _settle(kafka, group_id, topics)
     assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
+
+
+def test_the_dead_letter_circuit_opens_on_a_poison_flood_and_holds_consumption(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    good = StreamBuilder(users=10).events(100)
+    poison = [Record(b"poison", b"{not json", partition=0) for _ in range(100)]
+    mixed = [r for pair in zip(poison, [e.record for e in good], strict=True) for r in pair]
+    kafka.produce(topics.names["user.changed"], mixed)
+    process = start(
+        emulator,
+        DLQ_BREAKER_RATIO="0.3",
+        DLQ_BREAKER_MIN_EVENTS="10",
+        DLQ_BREAKER_COOLDOWN_SECONDS="600",
+        CONSUMER_MAX_BUFFERED="20",  # fetch a little at a time, so the pause bites
+    )
+    wait_for(
+        lambda: _metric(process, "iterable_consumer_dead_letter_circuit_open") == 1,
+        30,
+        "the circuit to open",
+    )
+    assert process.probe("/readyz") == 503
+    assert "dead_letter_circuit" in httpx.get(f"{process.url}/readyz").text
+    wait_for(lambda: _metric(process, "iterable_consumer_paused_partitions") > 0, 10, "a pause")
+    # Consumption stopped short of the end, and what was committed was all handled.
+    committed = kafka.committed(group_id, topics.names["user.changed"])
+    ends = kafka.end_offsets(topics.names["user.changed"])
+    assert sum(max(0, c) for c in committed.values()) < sum(ends.values())
+    dead = len(kafka.read_all(topics.dlq("user.changed")))
+    assert dead >= 10
