@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from consumer import __version__
 from consumer.responses import status_class
@@ -121,6 +121,7 @@ class Metrics:
             f"{p}build_info", "Build information.", ["version"], registry=registry
         )
         self.build_info.labels(version=__version__).set(1)
+        ProcessCollector(registry=registry)  # CPU and memory for the saturation panels
 
     # -- CallObserver ---------------------------------------------------------------------
 
