@@ -32,6 +32,8 @@ PUSH_PERMISSION_REVOKED: Final = "push.permission.revoked"
 EVENT_TYPES: Final = (USER_CHANGED, DEVICE_REGISTERED, PUSH_PERMISSION_REVOKED)
 
 DEFAULT_MAX_BYTES: Final = 1024 * 1024
+# Deeper JSON is almost surely a bug upstream, and costs every layer that walks it.
+MAX_DEPTH: Final = 32
 PLATFORMS: Final = ("APNS", "APNS_SANDBOX", "GCM")
 
 # The rules below are shared with the JSON Schemas (consumer.schema), so the two agree.
@@ -193,8 +195,13 @@ def parse(
         raise InvalidEvent("value", "is empty (a tombstone is not an event)")
     if len(value) > max_bytes:
         raise InvalidEvent("value", f"is {len(value)} bytes, over the limit of {max_bytes}")
+    header_bytes = _header_bytes(headers)
+    if header_bytes > max_bytes:
+        raise InvalidEvent("headers", f"are {header_bytes} bytes, over the limit of {max_bytes}")
     attributes = _ce_headers(headers)
     payload = _decode_json(value)
+    if _depth(payload) > MAX_DEPTH:
+        raise InvalidEvent("value", f"is nested deeper than {MAX_DEPTH} levels")
     if attributes is None:
         if not isinstance(payload, dict):
             raise InvalidEvent("value", "must be a JSON object (a structured CloudEvent)")
@@ -246,6 +253,30 @@ def _ce_headers(headers: Headers) -> dict[str, str] | None:
     if not attributes or content_type == _STRUCTURED_CONTENT_TYPE:
         return None
     return attributes
+
+
+def _header_bytes(headers: Headers) -> int:
+    if not headers:
+        return 0
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return sum(len(name) + len(raw or b"") for name, raw in items)
+
+
+def _depth(value: object) -> int:
+    """How deeply JSON containers nest (iteratively: no recursion on hostile input)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _header_text(name: str, raw: str | bytes | None) -> str:

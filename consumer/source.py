@@ -114,7 +114,6 @@ class KafkaSource:
         self._paused: set[Where] = set()
         self._restore_pending: set[int] = set()
         self._last_commit = 0.0
-        self._consumer: Consumer | None = None
 
     # -- called from any thread -----------------------------------------------------------
 
@@ -125,7 +124,6 @@ class KafkaSource:
 
     def run(self, stop: threading.Event) -> None:
         consumer = Consumer({**self._config, "on_commit": self._committed})
-        self._consumer = consumer
         consumer.subscribe(
             self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )

@@ -172,3 +172,24 @@ def test_parse_only_ever_raises_invalid_event_on_arbitrary_json(
 ) -> None:
     with contextlib.suppress(InvalidEvent):
         parse(_structured(data, type=event_type))
+
+
+def test_deeply_nested_data_fields_are_invalid() -> None:
+    nested: dict[str, object] = {"leaf": 1}
+    for _ in range(40):
+        nested = {"n": nested}
+    with pytest.raises(InvalidEvent, match="nested deeper than 32 levels"):
+        parse(_structured({"userId": "u", "dataFields": nested}))
+
+
+def test_nesting_within_the_limit_is_fine() -> None:
+    nested: dict[str, object] = {"leaf": 1}
+    for _ in range(20):
+        nested = {"n": nested}
+    assert parse(_structured({"userId": "u", "dataFields": nested})).type == "user.changed"
+
+
+def test_huge_headers_are_invalid() -> None:
+    headers = [("x-trace", b"x" * 2000), ("ce_id", b"1")]
+    with pytest.raises(InvalidEvent, match=r"^headers: are \d+ bytes, over the limit of 1024$"):
+        parse(_structured({"userId": "u"}), headers, max_bytes=1024)
