@@ -7,6 +7,7 @@
         ├── TransientError     network error, timeout, 408, 429, 5xx: retry later
         ├── PermanentError     400, 404, 409 and other 4xx, or a failed bulk record: dead-letter
         └── CredentialsError   401, 403: wrong for every call; stop sending
+            └── UntrustedCertificate  Iterable's TLS certificate does not verify
 
 Third-party errors (httpx, aiohttp, confluent-kafka) are translated into these where they
 enter the package. Messages never carry secrets, and personal identifiers only redacted.
@@ -69,3 +70,7 @@ class PermanentError(IterableError):
 
 class CredentialsError(IterableError):
     """The API key is wrong or lacks rights: every call will fail the same way."""
+
+
+class UntrustedCertificate(CredentialsError):
+    """Iterable's TLS certificate did not verify: every call would fail the same way."""

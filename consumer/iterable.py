@@ -11,19 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from consumer import __version__
 from consumer.backoff import Backoff, parse_retry_after
 from consumer.endpoints import DEFAULT_RATES, Endpoint
-from consumer.errors import IterableError, TransientError
+from consumer.errors import IterableError, TransientError, UntrustedCertificate
 from consumer.ratelimit import AdaptiveRate
 from consumer.responses import classify
 
@@ -61,7 +63,7 @@ class ClientSettings:
     burst_seconds: float = 0.05
     backoff: Backoff = field(default_factory=Backoff)
     max_attempts: int | None = None
-    verify: str | bool = True  # a CA bundle path, or True for the system store
+    verify: str | bool = True  # a CA bundle path, or True for the system store (never False)
 
 
 def base_url(region: str, explicit: str | None = None) -> str:
@@ -101,7 +103,7 @@ class IterableClient:
         )
         self._http = httpx.AsyncClient(
             base_url=f"{settings.base_url}/api/",
-            transport=transport or AiohttpTransport(limits=limits, verify=settings.verify),
+            transport=transport or AiohttpTransport(limits=limits, verify=_tls(settings.verify)),
             headers={
                 "Api-Key": settings.api_key,
                 "User-Agent": USER_AGENT,
@@ -167,11 +169,17 @@ class IterableClient:
             response = await self._http.request(
                 request.method, endpoint.value, content=request.body, params=request.params
             )
-        except httpx.TimeoutException:
-            self._observer.response(endpoint, None, self._clock() - started)
-            raise TransientError(endpoint, "timed out") from None
         except httpx.TransportError as exc:
             self._observer.response(endpoint, None, self._clock() - started)
+            # Checked first: the aiohttp transport reports a bad certificate as a timeout.
+            if _certificate_failure(exc):
+                raise UntrustedCertificate(
+                    endpoint,
+                    "TLS certificate verification failed; set ITERABLE_CA_BUNDLE to the CA"
+                    " that signs it",
+                ) from None
+            if isinstance(exc, httpx.TimeoutException):
+                raise TransientError(endpoint, "timed out") from None
             raise TransientError(endpoint, f"network error ({type(exc).__name__})") from None
         self._observer.response(endpoint, response.status_code, self._clock() - started)
         retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
@@ -192,6 +200,21 @@ class IterableClient:
         if wait > 0:
             self._observer.paced(endpoint, wait)
             await self._sleep(wait)
+
+
+def _tls(verify: str | bool) -> ssl.SSLContext | bool:
+    """A CA bundle path becomes an SSL context trusting only that CA."""
+    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+
+
+def _certificate_failure(exc: BaseException) -> bool:
+    """Whether a transport error comes from certificate verification (any wrapping)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError | aiohttp.ClientConnectorCertificateError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: TransientError) -> str:

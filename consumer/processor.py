@@ -226,7 +226,7 @@ class Processor:
                 self._credentials_ok.set()
                 self._status.release(CREDENTIALS)
                 self._metrics.credentials_failed.set(0)
-                log.warning("Iterable accepts the API key again; resuming")
+                log.warning("Iterable accepts calls again; resuming")
             return result
 
     def _credentials_failed(self, exc: CredentialsError) -> None:
@@ -234,8 +234,9 @@ class Processor:
         if self._status.hold(CREDENTIALS):
             self._credentials_ok.clear()
             log.error(
-                "Iterable rejected the API key; consumption paused until it is accepted",
+                "Iterable refuses every call; consumption paused until one succeeds",
                 extra={
+                    "error": str(exc),
                     "status": exc.status,
                     "code": exc.code,
                     "probe_seconds": self._settings.credentials_probe,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,10 @@ class EmulatorProcess:
         api_key: str = "test-key",
         project_type: str = "hybrid",
         log_path: Path | None = None,
+        ca_bundle: Path | None = None,
     ) -> None:
         self.api_key = api_key
+        self.ca_bundle = ca_bundle
         self.project_type = project_type
         self._args = extra_args
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="emulator-", suffix=".log")[1])
@@ -55,7 +58,8 @@ class EmulatorProcess:
                 raise RuntimeError(f"emulator did not start:\n{self.log_path.read_text()}")
             else:
                 time.sleep(0.05)
-        self._admin = httpx.Client(base_url=self.url, timeout=30)
+        verify = ssl.create_default_context(cafile=str(self.ca_bundle)) if self.ca_bundle else True
+        self._admin = httpx.Client(base_url=self.url, timeout=30, verify=verify)
         return self
 
     @property

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import random
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -357,6 +358,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--success-code-on-401", action="store_true")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     return parser
 
 
@@ -407,13 +410,16 @@ def build(args: argparse.Namespace) -> Emulator:
     )
 
 
-async def _serve(emulator: Emulator, host: str, port: int) -> None:
+async def _serve(
+    emulator: Emulator, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> None:
     runner = web.AppRunner(make_app(emulator), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=tls)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
-    sys.stdout.write(f"listening on http://{host}:{bound}\n")
+    scheme = "https" if tls else "http"
+    sys.stdout.write(f"listening on {scheme}://{host}:{bound}\n")
     sys.stdout.flush()
     try:
         await asyncio.Event().wait()
@@ -428,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"iterable-emulator: {exc}\n")
         return 2
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(emulator, args.host, args.port))
+        asyncio.run(_serve(emulator, args.host, args.port, tls))
     return 0
