@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from consumer.config import Settings
@@ -28,15 +29,21 @@ def check(settings: Settings, kafka: dict[str, str], report: Report) -> bool:
 
 
 def _kafka(settings: Settings, kafka: dict[str, str], report: Report) -> bool:
-    admin = AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 0, **kafka}
-    )
+    seen: list[KafkaError] = []
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **kafka,
+        "log_level": 0,
+        "error_cb": seen.append,
+    }
+    admin = AdminClient(config)
     try:
         metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
-        report(
-            False, f"kafka: cannot reach {settings.kafka_bootstrap_servers} ({exc.args[0].name()})"
-        )
+        # librdkafka reports a refused login or handshake through error_cb, served by poll().
+        admin.poll(1)
+        cause = next((e for e in seen if e.code() in _ACCESS), exc.args[0])
+        report(False, f"kafka: {settings.kafka_bootstrap_servers}: {_describe(cause)}")
         return False
     report(True, f"kafka: {len(metadata.brokers)} broker(s) at {settings.kafka_bootstrap_servers}")
     ok = True
@@ -48,6 +55,19 @@ def _kafka(settings: Settings, kafka: dict[str, str], report: Report) -> bool:
         else:
             report(True, f"topic {topic} ({event_type}): {len(found.partitions)} partition(s)")
     return ok
+
+
+_ACCESS = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
+)
+
+
+def _describe(error: KafkaError) -> str:
+    if error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return "authentication failed (check the SASL username and password)"
+    if error.code() == KafkaError._SSL:
+        return "TLS handshake failed (check KAFKA_CONFIG_SSL_CA_LOCATION)"
+    return f"cannot reach the brokers ({error.name()})"
 
 
 def _iterable(settings: Settings, report: Report) -> bool:

@@ -146,6 +146,15 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
 
+@dataclass(frozen=True)
+class SaslSsl:
+    """A SASL_SSL (SCRAM-SHA-512) listener beside PLAINTEXT: a PKCS12 keystore and users."""
+
+    keystore: Path
+    keystore_password: str = field(repr=False)
+    users: Mapping[str, str] = field(repr=False)
+
+
 class LocalKafka:
     """A KRaft cluster of `nodes` JVM processes on free loopback ports."""
 
@@ -155,8 +164,11 @@ class LocalKafka:
         *,
         config: Mapping[str, str] | None = None,
         workdir: Path | None = None,
+        sasl_ssl: SaslSsl | None = None,
     ) -> None:
         self._config = dict(config or {})
+        self._sasl_ssl = sasl_ssl
+        self._sasl_ports = {i: free_port() for i in range(1, nodes + 1)} if sasl_ssl else {}
         self._owned_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="local-kafka-"))
         self.nodes = [
@@ -169,6 +181,10 @@ class LocalKafka:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self._sasl_ports.values())
 
     def start(self, timeout: float = 90.0) -> LocalKafka:
         libs = ensure_jars()
@@ -287,6 +303,7 @@ class LocalKafka:
                 "-c",
                 str(properties),
                 "--ignore-formatted",
+                *self._scram_users(),
             ],
             capture_output=True,
             text=True,
@@ -294,6 +311,37 @@ class LocalKafka:
         )
         if result.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def _scram_users(self) -> list[str]:
+        if self._sasl_ssl is None:
+            return []
+        return [
+            arg
+            for name, password in self._sasl_ssl.users.items()
+            for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
+
+    def _sasl_ssl_config(self, node: Node) -> dict[str, str]:
+        tls = self._sasl_ssl
+        if tls is None:
+            return {}
+        plain = f"PLAINTEXT://127.0.0.1:{node.port}"
+        secure = f"SASL_SSL://127.0.0.1:{self._sasl_ports[node.node_id]}"
+        return {
+            "listeners": f"{plain},CONTROLLER://127.0.0.1:{node.controller_port},{secure}",
+            "advertised.listeners": f"{plain},{secure}",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+            ),
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(tls.keystore),
+            "ssl.keystore.password": tls.keystore_password,
+            "ssl.key.password": tls.keystore_password,
+        }
 
     def _server_config(self, node: Node) -> dict[str, str]:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
@@ -319,6 +367,7 @@ class LocalKafka:
             # Notice a killed node in ~3 s instead of 9 s, so failover tests stay quick.
             "broker.session.timeout.ms": "3000",
             "broker.heartbeat.interval.ms": "500",
+            **self._sasl_ssl_config(node),
             **self._config,
         }
 

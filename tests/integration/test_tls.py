@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,71 +16,18 @@ from consumer.endpoints import Endpoint
 from consumer.errors import UntrustedCertificate
 from consumer.iterable import ClientSettings, IterableClient
 from tests.integration.pipeline import create_topics
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+from tests.integration.pki import Pki, make_pki
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A test CA and a server certificate for 127.0.0.1 signed by it."""
-    home = tmp_path_factory.mktemp("pki")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=iterable-consumer test CA",
-        cwd=home,
-    )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-        cwd=home,
-    )
-    (home / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        cwd=home,
-    )
-    return home
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
-def https_emulator(pki: Path) -> Iterator[EmulatorProcess]:
-    args = ("--quiet", "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"))
-    with EmulatorProcess(*args, ca_bundle=pki / "ca.pem") as emulator:
+def https_emulator(pki: Pki) -> Iterator[EmulatorProcess]:
+    args = ("--quiet", "--tls-cert", str(pki.cert), "--tls-key", str(pki.key))
+    with EmulatorProcess(*args, ca_bundle=pki.ca) as emulator:
         yield emulator
 
 
@@ -102,9 +48,9 @@ def test_the_emulator_serves_https(https_emulator: EmulatorProcess) -> None:
     assert https_emulator.url.startswith("https://127.0.0.1:")
 
 
-def test_a_custom_ca_bundle_is_trusted(https_emulator: EmulatorProcess, pki: Path) -> None:
+def test_a_custom_ca_bundle_is_trusted(https_emulator: EmulatorProcess, pki: Pki) -> None:
     https_emulator.reset()
-    _post(https_emulator, str(pki / "ca.pem"))
+    _post(https_emulator, str(pki.ca))
     assert https_emulator.user_by_email("tls@example.com") is not None
 
 
@@ -116,7 +62,7 @@ def test_an_untrusted_certificate_is_refused_with_a_clear_error(
 
 
 def test_check_names_the_missing_ca_bundle(
-    kafka: KafkaTools, https_emulator: EmulatorProcess, pki: Path
+    kafka: KafkaTools, https_emulator: EmulatorProcess, pki: Pki
 ) -> None:
     topics = create_topics(kafka).names
     env = {
@@ -138,7 +84,7 @@ def test_check_names_the_missing_ca_bundle(
         f"FAIL iterable: {https_emulator.url}: users/getByEmail:"
         " TLS certificate verification failed; set ITERABLE_CA_BUNDLE to the CA that signs it"
     ]
-    env["ITERABLE_CA_BUNDLE"] = str(pki / "ca.pem")
+    env["ITERABLE_CA_BUNDLE"] = str(pki.ca)
     trusted = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=60, check=False
     )
