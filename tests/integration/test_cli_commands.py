@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 from consumer.dev.emulator.process import EmulatorProcess
+from consumer.dev.scenario import create_topics
 from consumer.dev.topics import KafkaTools, Record
 from consumer.dlq import dead_letter
 from consumer.errors import InvalidEvent
-from tests.integration.pipeline import create_topics
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

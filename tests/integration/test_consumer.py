@@ -13,11 +13,7 @@ import pytest
 
 from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.examples import load
-from consumer.dev.service_process import ConsumerProcess
-from consumer.dev.topics import KafkaTools, Record
-from consumer.dlq import original_headers
-from tests.integration.conftest import consumer_env
-from tests.integration.pipeline import (
+from consumer.dev.scenario import (
     StreamBuilder,
     Topics,
     all_committed,
@@ -29,6 +25,10 @@ from tests.integration.pipeline import (
     wait_for,
     without_devices,
 )
+from consumer.dev.service_process import ConsumerProcess
+from consumer.dev.topics import KafkaTools, Record
+from consumer.dlq import original_headers
+from tests.integration.conftest import consumer_env
 
 Start = Callable[..., ConsumerProcess]
 

@@ -14,16 +14,16 @@ import pytest
 import yaml
 
 from consumer.dev.emulator.process import EmulatorProcess
-from consumer.dev.service_process import ConsumerProcess
-from consumer.dev.topics import KafkaTools, Record
-from tests.integration.conftest import consumer_env
-from tests.integration.pipeline import (
+from consumer.dev.scenario import (
     StreamBuilder,
     all_committed,
     create_topics,
     produce,
     wait_for,
 )
+from consumer.dev.service_process import ConsumerProcess
+from consumer.dev.topics import KafkaTools, Record
+from tests.integration.conftest import consumer_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = str(ROOT / ".venv" / "bin" / "promtool")

@@ -11,9 +11,7 @@ import pytest
 
 from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.kafka import LocalKafka, SaslSsl
-from consumer.dev.service_process import ConsumerProcess
-from consumer.dev.topics import KafkaTools
-from tests.integration.pipeline import (
+from consumer.dev.scenario import (
     StreamBuilder,
     all_committed,
     create_topics,
@@ -22,6 +20,8 @@ from tests.integration.pipeline import (
     produce,
     wait_for,
 )
+from consumer.dev.service_process import ConsumerProcess
+from consumer.dev.topics import KafkaTools
 from tests.integration.pki import KEYSTORE_PASSWORD, Pki, make_pki
 
 USER, PASSWORD = "iterable-consumer", "scram-password-MARKER"

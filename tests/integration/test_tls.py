@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import pytest
 
 from consumer.dev.emulator.process import EmulatorProcess
+from consumer.dev.scenario import create_topics
 from consumer.dev.topics import KafkaTools
 from consumer.endpoints import Endpoint
 from consumer.errors import UntrustedCertificate
 from consumer.iterable import ClientSettings, IterableClient
-from tests.integration.pipeline import create_topics
 from tests.integration.pki import Pki, make_pki
 
 

@@ -1,4 +1,5 @@
-"""Helpers for end-to-end tests: an event stream, its expected Iterable state, and waits."""
+"""Scenarios for end-to-end tests and the chaos runner: an event stream, its expected
+Iterable state (the oracle), and waits."""
 
 from __future__ import annotations
 

@@ -1,0 +1,353 @@
+"""The chaos runner: a continuous stream of events while faults are injected, then a ledger.
+
+    python -m consumer.dev.chaos                  # the short profile (CI runs it)
+    python -m consumer.dev.chaos --profile full   # minutes per scenario, on demand
+
+Each scenario checks the emulator's final state against the oracle and the call log for
+per-user order, and prints: events produced, applied, calls sent more than once,
+dead-lettered, lost (must be 0) and order violations (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+from confluent_kafka import Producer
+
+from consumer.dev.emulator.process import EmulatorProcess
+from consumer.dev.kafka import LocalKafka
+from consumer.dev.scenario import (
+    TYPES,
+    Produced,
+    StreamBuilder,
+    Topics,
+    all_committed,
+    expected_state,
+    first_application_order,
+    normalise,
+    wait_for,
+)
+from consumer.dev.service_process import ConsumerProcess
+from consumer.dev.topics import KafkaTools, Record
+
+
+@dataclass(frozen=True)
+class Profile:
+    seconds: float  # how long events keep arriving
+    rate: int  # events per second
+    churn_every: float
+    outage: float
+
+
+PROFILES = {
+    "short": Profile(seconds=24, rate=80, churn_every=6, outage=5),
+    "full": Profile(seconds=200, rate=150, churn_every=10, outage=60),
+}
+
+
+@dataclass
+class Row:
+    scenario: str
+    produced: int = 0
+    applied: int = 0
+    sent_more_than_once: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+    order_violations: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Stream(threading.Thread):
+    """Produces a fixed-seed stream at `rate` events/s until stopped; keeps what it sent."""
+
+    def __init__(self, kafka: KafkaTools, topics: Topics, rate: int, poison: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self._producer = Producer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "acks": "all",
+                "enable.idempotence": True,
+            }
+        )
+        self._topics, self._rate, self._poison = topics, rate, poison
+        self._halt = threading.Event()
+        self._rng = random.Random(11)
+        self.builder = StreamBuilder(users=40)
+        self.sent: list[Produced] = []
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            for made in self.builder.events(max(1, self._rate // 5)):
+                event = made
+                if self._rng.random() < self._poison:
+                    event = Produced(made.event_type, Record(made.record.key, b"{poison"), made.seq)
+                self._producer.produce(
+                    self._topics.names[event.event_type], event.record.value, event.record.key
+                )
+                self.sent.append(event)
+            self._producer.poll(0)
+            self._halt.wait(0.2)
+
+    def finish(self) -> list[Produced]:
+        self._halt.set()
+        self.join()
+        if self._producer.flush(60) != 0:
+            raise RuntimeError("the stream's producer could not deliver everything")
+        return self.sent
+
+
+@contextmanager
+def _consumers() -> Iterator[list[ConsumerProcess]]:
+    started: list[ConsumerProcess] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.kill()
+
+
+def _env(
+    kafka: KafkaTools, emulator: EmulatorProcess, group: str, topics: Topics, **extra: str
+) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_GROUP_ID": group,
+        "ITERABLE_API_KEY": emulator.api_key,
+        "ITERABLE_BASE_URL": emulator.url,
+        "LOG_LEVEL": "info",
+        "KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000",
+        "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "500",
+        "CONSUMER_COMMIT_INTERVAL_SECONDS": "0.5",
+        "TOPIC_USER_CHANGED": topics.names["user.changed"],
+        "TOPIC_DEVICE_REGISTERED": topics.names["device.registered"],
+        "TOPIC_PUSH_REVOKED": topics.names["push.permission.revoked"],
+        **extra,
+    }
+
+
+def _topics(kafka: KafkaTools, replication: int) -> Topics:
+    prefix = kafka.unique_name("chaos")
+    config = {"min.insync.replicas": "2"} if replication >= 3 else {}
+    names = {t: kafka.create_topic(f"{prefix}.{t}", 6, replication, config) for t in TYPES}
+    for name in names.values():
+        kafka.create_topic(f"{name}.dlq", 1, replication, config)
+    return Topics(names)
+
+
+def _ledger(
+    name: str, sent: list[Produced], emulator: EmulatorProcess, kafka: KafkaTools, topics: Topics
+) -> Row:
+    row = Row(name, produced=len(sent))
+    valid = [e for e in sent if not (e.record.value or b"").startswith(b"{poison")]
+    calls = emulator.calls()
+    sent_n: Counter[int] = Counter()  # every request that reached Iterable, any answer
+    applied_n: set[int] = set()
+    for call in calls:
+        body = call.get("body") or {}
+        if call["path"] == "/api/users/update" and isinstance(body, dict):
+            n = (body.get("dataFields") or {}).get("n")
+            if isinstance(n, int):
+                sent_n[n] += 1
+                if call["status"] == 200:
+                    applied_n.add(n)
+    wanted = {
+        json.loads(e.record.value or b"{}")["data"]["dataFields"]["n"]
+        for e in valid
+        if e.event_type == "user.changed"
+    }
+    row.applied = len(wanted & applied_n)
+    row.sent_more_than_once = sum(1 for n in wanted if sent_n[n] > 1)
+    row.dead_lettered = sum(len(kafka.read_all(topics.names[t] + ".dlq")) for t in TYPES)
+    row.lost = len(wanted - applied_n)
+    if normalise(emulator.state()["users"]) != expected_state(valid, emulator.project_type):
+        row.lost = max(row.lost, 1)
+        row.notes.append("final state differs from the oracle")
+    row.order_violations = sum(
+        1 for _, order in first_application_order(calls) if order != sorted(order)
+    )
+    return row
+
+
+def _run(
+    name: str,
+    kafka: KafkaTools,
+    emulator: EmulatorProcess,
+    profile: Profile,
+    *,
+    replication: int = 1,
+    consumers: int = 1,
+    poison: float = 0.0,
+    extra_env: dict[str, str] | None = None,
+    during: Callable[[float, list[ConsumerProcess], Callable[[], ConsumerProcess]], None]
+    | None = None,
+) -> Row:
+    emulator.reset()
+    topics = _topics(kafka, replication)
+    group = kafka.unique_name("chaos-group")
+    env = _env(kafka, emulator, group, topics, **(extra_env or {}))
+    with _consumers() as running:
+
+        def start() -> ConsumerProcess:
+            process = ConsumerProcess(env).start()
+            running.append(process)
+            return process
+
+        for _ in range(consumers):
+            start()
+        stream = Stream(kafka, topics, profile.rate, poison)
+        began = time.monotonic()
+        stream.start()
+        while (elapsed := time.monotonic() - began) < profile.seconds:
+            if during is not None:
+                during(elapsed, running, start)
+            time.sleep(0.25)
+        sent = stream.finish()
+        if not any(p.process is not None and p.process.poll() is None for p in running):
+            start()
+        wait_for(lambda: all_committed(kafka, group, topics), 240, f"{name}: offsets at the end")
+        return _ledger(name, sent, emulator, kafka, topics)
+
+
+def broker_failure(profile: Profile, emulator: EmulatorProcess, _: KafkaTools) -> Row:
+    with LocalKafka(nodes=3) as cluster:
+        kafka = KafkaTools(cluster.bootstrap_servers)
+        state = {"killed": False, "back": False}
+
+        def faults(elapsed: float, *_: object) -> None:
+            if elapsed > profile.seconds * 0.25 and not state["killed"]:
+                cluster.kill(2)
+                state["killed"] = True
+            if elapsed > profile.seconds * 0.6 and not state["back"]:
+                cluster.start_node(2)
+                state["back"] = True
+
+        return _run(
+            "broker kill -9 (1 of 3)", kafka, emulator, profile, replication=3, during=faults
+        )
+
+
+def consumer_churn(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
+    rng = random.Random(5)
+    state = {"next": profile.churn_every}
+
+    def churn(
+        elapsed: float, running: list[ConsumerProcess], start: Callable[[], ConsumerProcess]
+    ) -> None:
+        if elapsed < state["next"]:
+            return
+        state["next"] += profile.churn_every
+        alive = [p for p in running if p.process is not None and p.process.poll() is None]
+        victim = rng.choice(alive)
+        if rng.random() < 0.5:
+            victim.kill()
+        else:
+            victim.process.terminate()  # type: ignore[union-attr]
+        start()
+
+    # Exact device state across members needs partition i of both device topics on one
+    # member (README): the range assignor gives that.
+    strategy = {"KAFKA_CONFIG_PARTITION_ASSIGNMENT_STRATEGY": "range"}
+    return _run(
+        "consumer churn (3 members)",
+        kafka,
+        emulator,
+        profile,
+        consumers=3,
+        extra_env=strategy,
+        during=churn,
+    )
+
+
+def iterable_faults(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
+    state = {"storm": False, "outage": False}
+
+    def faults(elapsed: float, *_: object) -> None:
+        if elapsed > profile.seconds * 0.2 and not state["storm"]:
+            emulator.faults(throttle_seconds=3)
+            state["storm"] = True
+        if elapsed > profile.seconds * 0.45 and not state["outage"]:
+            emulator.faults(outage_seconds=profile.outage)
+            state["outage"] = True
+
+    def run() -> Row:
+        emulator.faults(
+            error_rates={"500": 0.05}, hang_rate=0.01, hang_seconds=5, apply_then_fail_rate=0.01
+        )
+        return _run(
+            "Iterable 5xx, hangs, 429s, outage",
+            kafka,
+            emulator,
+            profile,
+            extra_env={"ITERABLE_READ_TIMEOUT_SECONDS": "1"},
+            during=faults,
+        )
+
+    row = run()
+    emulator.faults(error_rates={}, hang_rate=0.0, apply_then_fail_rate=0.0)
+    return row
+
+
+def poison_flood(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
+    return _run(
+        "30% poison, breaker above it",
+        kafka,
+        emulator,
+        profile,
+        poison=0.3,
+        extra_env={"DLQ_BREAKER_RATIO": "0.6"},
+    )
+
+
+Scenario = Callable[[Profile, EmulatorProcess, KafkaTools], Row]
+SCENARIOS: dict[str, Scenario] = {
+    "broker": broker_failure,
+    "churn": consumer_churn,
+    "iterable": iterable_faults,
+    "poison": poison_flood,
+}
+
+
+def run(profile_name: str, names: list[str]) -> list[Row]:
+    profile = PROFILES[profile_name]
+    rows = []
+    with LocalKafka() as single, EmulatorProcess("--quiet", "--latency-ms", "5") as emulator:
+        kafka = KafkaTools(single.bootstrap_servers)
+        for name in names:
+            rows.append(SCENARIOS[name](profile, emulator, kafka))
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    columns = ["scenario", "produced", "applied", "sent more than once", "dead-lettered"]
+    columns += ["lost", "order violations"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for r in rows:
+        cells = [r.scenario, r.produced, r.applied, r.sent_more_than_once, r.dead_lettered]
+        cells += [r.lost, r.order_violations]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumer.dev.chaos", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="short")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    args = parser.parse_args(argv)
+    rows = run(args.profile, args.scenario or list(SCENARIOS))
+    print(table(rows))
+    print(json.dumps([asdict(r) for r in rows]))
+    return 0 if all(r.lost == 0 and r.order_violations == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
