@@ -45,12 +45,14 @@ class Profile:
     rate: int  # events per second
     churn_every: float
     outage: float
+    long_outage: float
 
 
 PROFILES = {
-    "short": Profile(seconds=24, rate=80, churn_every=6, outage=5),
-    "full": Profile(seconds=200, rate=150, churn_every=10, outage=60),
+    "short": Profile(seconds=24, rate=80, churn_every=6, outage=5, long_outage=15),
+    "full": Profile(seconds=200, rate=150, churn_every=10, outage=60, long_outage=600),
 }
+BUFFER_BOUND = 500  # CONSUMER_MAX_BUFFERED in the long-outage scenario
 
 
 @dataclass
@@ -295,6 +297,44 @@ def iterable_faults(profile: Profile, emulator: EmulatorProcess, kafka: KafkaToo
     return row
 
 
+def long_outage(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
+    """Iterable down for `long_outage` while events keep arriving; memory stays bounded."""
+    longer = Profile(
+        profile.long_outage + 10,
+        profile.rate,
+        profile.churn_every,
+        profile.outage,
+        profile.long_outage,
+    )
+    seen = {"buffered": 0.0, "lag": 0.0, "started": False}
+
+    def outage(elapsed: float, running: list[ConsumerProcess], *_: object) -> None:
+        if not seen["started"] and elapsed > 3:
+            emulator.faults(outage_seconds=profile.long_outage)
+            seen["started"] = True
+        text = running[0].metrics() if running else ""
+        for line in text.splitlines():
+            if line.startswith("iterable_consumer_buffered_events "):
+                seen["buffered"] = max(seen["buffered"], float(line.split()[-1]))
+            if line.startswith("iterable_consumer_lag_seconds{"):
+                seen["lag"] = max(seen["lag"], float(line.split()[-1]))
+
+    row = _run(
+        "Iterable down, events arriving",
+        kafka,
+        emulator,
+        longer,
+        extra_env={"CONSUMER_MAX_BUFFERED": str(BUFFER_BOUND)},
+        during=outage,
+    )
+    row.notes.append(f"peak buffered {seen['buffered']:.0f} (bound {BUFFER_BOUND})")
+    row.notes.append(f"peak lag {seen['lag']:.0f} s")
+    if seen["buffered"] > BUFFER_BOUND or seen["lag"] < profile.long_outage / 2:
+        row.lost = max(row.lost, 1)
+        row.notes.append("memory over its bound, or the outage did not show as lag")
+    return row
+
+
 def poison_flood(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
     return _run(
         "30% poison, breaker above it",
@@ -307,11 +347,78 @@ def poison_flood(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools)
 
 
 Scenario = Callable[[Profile, EmulatorProcess, KafkaTools], Row]
+
+
+def poison_flood_breaker(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
+    """30% poison with the breaker below it: the circuit opens, consumption stops, and every
+    committed message was applied or dead-lettered (nothing skipped to get there)."""
+    emulator.reset()
+    topics = _topics(kafka, 1)
+    group = kafka.unique_name("chaos-group")
+    extra = {
+        "DLQ_BREAKER_RATIO": "0.2",
+        "DLQ_BREAKER_MIN_EVENTS": "20",
+        "DLQ_BREAKER_COOLDOWN_SECONDS": "3600",
+        "CONSUMER_MAX_BUFFERED": "50",
+    }
+    with _consumers() as running:
+        process = ConsumerProcess(_env(kafka, emulator, group, topics, **extra)).start()
+        running.append(process)
+        stream = Stream(kafka, topics, profile.rate, poison=0.3)
+        stream.start()
+        opened = "iterable_consumer_dead_letter_circuit_open 1.0"
+        wait_for(lambda: opened in process.metrics(), 120, "the dead-letter circuit to open")
+        sent = stream.finish()
+        time.sleep(2)  # let in-flight work finish and its offsets commit
+        row = _breaker_ledger(sent, emulator, kafka, topics, group)
+        if process.probe("/readyz") != 503:
+            row.lost = max(row.lost, 1)
+            row.notes.append("ready while the circuit is open")
+    return row
+
+
+def _breaker_ledger(
+    sent: list[Produced], emulator: EmulatorProcess, kafka: KafkaTools, topics: Topics, group: str
+) -> Row:
+    row = Row("30% poison, breaker below it", produced=len(sent))
+    applied = {
+        (call.get("body") or {}).get("dataFields", {}).get("n")
+        for call in emulator.calls()
+        if call["path"] == "/api/users/update" and call["status"] == 200
+    }
+    name = topics.names["user.changed"]
+    committed = kafka.committed(group, name)
+    letters = kafka.read_all(name + ".dlq")
+    dead = {
+        (int(dict(r.headers)["dlq.source.partition"]), int(dict(r.headers)["dlq.source.offset"]))
+        for r in letters
+    }
+    row.dead_lettered = len(letters)
+    for record in kafka.read_all(name):
+        if record.partition is None or record.offset is None:
+            continue
+        if record.offset >= committed.get(record.partition, -1):
+            continue  # not committed: it waits for the circuit to close
+        if (record.value or b"").startswith(b"{poison"):
+            handled = (record.partition, record.offset) in dead
+        else:
+            handled = json.loads(record.value or b"{}")["data"]["dataFields"]["n"] in applied
+            row.applied += handled
+        row.lost += not handled
+    total = sum(kafka.end_offsets(name).values())
+    row.notes.append(
+        f"{sum(max(0, c) for c in committed.values())} of {total} committed, then held"
+    )
+    return row
+
+
 SCENARIOS: dict[str, Scenario] = {
     "broker": broker_failure,
     "churn": consumer_churn,
     "iterable": iterable_faults,
+    "outage": long_outage,
     "poison": poison_flood,
+    "breaker": poison_flood_breaker,
 }
 
 
@@ -328,10 +435,11 @@ def run(profile_name: str, names: list[str]) -> list[Row]:
 def table(rows: list[Row]) -> str:
     columns = ["scenario", "produced", "applied", "sent more than once", "dead-lettered"]
     columns += ["lost", "order violations"]
+    columns += ["notes"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for r in rows:
         cells = [r.scenario, r.produced, r.applied, r.sent_more_than_once, r.dead_lettered]
-        cells += [r.lost, r.order_violations]
+        cells += [r.lost, r.order_violations, "; ".join(r.notes)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -20,7 +20,9 @@ def test_the_short_chaos_profile_loses_nothing_and_keeps_order() -> None:
         "broker kill -9 (1 of 3)",
         "consumer churn (3 members)",
         "Iterable 5xx, hangs, 429s, outage",
+        "Iterable down, events arriving",
         "30% poison, breaker above it",
+        "30% poison, breaker below it",
     }
     for row in rows:
         assert row["lost"] == 0, row
