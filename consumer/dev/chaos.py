@@ -30,6 +30,7 @@ from consumer.dev.scenario import (
     StreamBuilder,
     Topics,
     all_committed,
+    consumer_env,
     expected_state,
     first_application_order,
     normalise,
@@ -116,25 +117,6 @@ def _consumers() -> Iterator[list[ConsumerProcess]]:
             process.kill()
 
 
-def _env(
-    kafka: KafkaTools, emulator: EmulatorProcess, group: str, topics: Topics, **extra: str
-) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_GROUP_ID": group,
-        "ITERABLE_API_KEY": emulator.api_key,
-        "ITERABLE_BASE_URL": emulator.url,
-        "LOG_LEVEL": "info",
-        "KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000",
-        "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "500",
-        "CONSUMER_COMMIT_INTERVAL_SECONDS": "0.5",
-        "TOPIC_USER_CHANGED": topics.names["user.changed"],
-        "TOPIC_DEVICE_REGISTERED": topics.names["device.registered"],
-        "TOPIC_PUSH_REVOKED": topics.names["push.permission.revoked"],
-        **extra,
-    }
-
-
 def _topics(kafka: KafkaTools, replication: int) -> Topics:
     prefix = kafka.unique_name("chaos")
     config = {"min.insync.replicas": "2"} if replication >= 3 else {}
@@ -194,7 +176,7 @@ def _run(
     emulator.reset()
     topics = _topics(kafka, replication)
     group = kafka.unique_name("chaos-group")
-    env = _env(kafka, emulator, group, topics, **(extra_env or {}))
+    env = consumer_env(kafka, emulator, group, topics.env(), LOG_LEVEL="info", **(extra_env or {}))
     with _consumers() as running:
 
         def start() -> ConsumerProcess:
@@ -362,7 +344,8 @@ def poison_flood_breaker(profile: Profile, emulator: EmulatorProcess, kafka: Kaf
         "CONSUMER_MAX_BUFFERED": "50",
     }
     with _consumers() as running:
-        process = ConsumerProcess(_env(kafka, emulator, group, topics, **extra)).start()
+        env = consumer_env(kafka, emulator, group, topics.env(), LOG_LEVEL="info", **extra)
+        process = ConsumerProcess(env).start()
         running.append(process)
         stream = Stream(kafka, topics, profile.rate, poison=0.3)
         stream.start()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.emulator.store import ApiError, Project
 from consumer.dev.topics import KafkaTools, Record
 from consumer.errors import InvalidEvent
@@ -208,3 +209,28 @@ def first_application_order(calls: list[dict[str, Any]]) -> Iterator[tuple[str, 
         if isinstance(n, int) and n not in seen.setdefault(key, []):
             seen[key].append(n)
     yield from seen.items()
+
+
+def consumer_env(
+    kafka: KafkaTools,
+    emulator: EmulatorProcess,
+    group: str,
+    topics_env: dict[str, str],
+    **extra: str,
+) -> dict[str, str]:
+    """Environment for a consumer process against a local broker and the emulator."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_GROUP_ID": group,
+        "ITERABLE_API_KEY": emulator.api_key,
+        "ITERABLE_BASE_URL": emulator.url,
+        "ITERABLE_PROJECT_TYPE": emulator.project_type,
+        "LOG_LEVEL": "debug",
+        # Short session timeouts: tests kill consumers and must not wait 45 s for the group.
+        "KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000",
+        "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "500",
+        "CONSUMER_COMMIT_INTERVAL_SECONDS": "0.2",
+        "CONSUMER_CREDENTIALS_PROBE_SECONDS": "0.5",
+        **topics_env,
+        **extra,
+    }

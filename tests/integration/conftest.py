@@ -96,27 +96,3 @@ def consumers() -> Iterator[list[ConsumerProcess]]:
     yield started
     for process in started:
         process.stop()
-
-
-def consumer_env(
-    kafka: KafkaTools,
-    emulator: EmulatorProcess,
-    group: str,
-    topics_env: dict[str, str],
-    **extra: str,
-) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_GROUP_ID": group,
-        "ITERABLE_API_KEY": emulator.api_key,
-        "ITERABLE_BASE_URL": emulator.url,
-        "ITERABLE_PROJECT_TYPE": emulator.project_type,
-        "LOG_LEVEL": "debug",
-        # Short session timeouts: tests kill consumers and must not wait 45 s for the group.
-        "KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000",
-        "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "500",
-        "CONSUMER_COMMIT_INTERVAL_SECONDS": "0.2",
-        "CONSUMER_CREDENTIALS_PROBE_SECONDS": "0.5",
-        **topics_env,
-        **extra,
-    }

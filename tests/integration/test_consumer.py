@@ -17,6 +17,7 @@ from consumer.dev.scenario import (
     StreamBuilder,
     Topics,
     all_committed,
+    consumer_env,
     create_topics,
     expected_state,
     first_application_order,
@@ -28,7 +29,6 @@ from consumer.dev.scenario import (
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
 from consumer.dlq import original_headers
-from tests.integration.conftest import consumer_env
 
 Start = Callable[..., ConsumerProcess]
 

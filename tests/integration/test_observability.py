@@ -17,13 +17,13 @@ from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.scenario import (
     StreamBuilder,
     all_committed,
+    consumer_env,
     create_topics,
     produce,
     wait_for,
 )
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
-from tests.integration.conftest import consumer_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = str(ROOT / ".venv" / "bin" / "promtool")

@@ -6,12 +6,11 @@ import json
 import re
 
 from consumer.dev.emulator.process import EmulatorProcess
-from consumer.dev.scenario import all_committed, create_topics, wait_for
+from consumer.dev.scenario import all_committed, consumer_env, create_topics, wait_for
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
 from consumer.dlq import HEADER_PREFIX
 from consumer.redact import pii
-from tests.integration.conftest import consumer_env
 
 API_KEY = "api-key-MARKER-7f3a9c"
 KAFKA_PASSWORD = "kafka-password-MARKER-51d2"
