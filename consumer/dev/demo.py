@@ -17,20 +17,12 @@ import time
 from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.examples import load
 from consumer.dev.kafka import LocalKafka
+from consumer.dev.scenario import TYPES, Topics, all_committed
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
 
-TOPICS = ("user.changed", "device.registered", "push.permission.revoked")
+TOPICS = Topics({t: t for t in TYPES})  # the default names of SPEC §1
 GROUP = "iterable-consumer-demo"
-
-
-def _settled(kafka: KafkaTools) -> bool:
-    for topic in TOPICS:
-        ends = kafka.end_offsets(topic)
-        committed = kafka.committed(GROUP, topic)
-        if any(committed.get(p, -1) < end for p, end in ends.items() if end > 0):
-            return False
-    return True
 
 
 def main() -> int:
@@ -40,7 +32,7 @@ def main() -> int:
     print("starting a local Kafka broker and the Iterable emulator…", flush=True)
     with LocalKafka() as broker, EmulatorProcess() as emulator:
         kafka = KafkaTools(broker.bootstrap_servers)
-        for topic in TOPICS:
+        for topic in TOPICS.names:
             kafka.create_topic(topic, partitions=3)
             kafka.create_topic(f"{topic}.dlq")
         consumer = ConsumerProcess(
@@ -55,7 +47,7 @@ def main() -> int:
         try:
             consumer.wait_ready()
             examples = load("valid")
-            for topic in TOPICS:
+            for topic in TOPICS.names:
                 records = [
                     Record(e.key, e.value, e.headers) for e in examples if e.event_type == topic
                 ]
@@ -64,7 +56,11 @@ def main() -> int:
                 f"published {len(examples)} example events; waiting for the consumer…", flush=True
             )
             deadline = time.monotonic() + 60
-            while not _settled(kafka) and time.monotonic() < deadline and not stop.is_set():
+            while (
+                not all_committed(kafka, GROUP, TOPICS)
+                and time.monotonic() < deadline
+                and not stop.is_set()
+            ):
                 time.sleep(0.2)
             print("\nIterable profiles now (GET /api/users/getByEmail and /byUserId):")
             for user in emulator.state()["users"]:
