@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     iterable_project_type: Literal["email", "userId", "hybrid"] = "hybrid"
     iterable_prefer_user_id: bool = True
     iterable_user_update_mode: Literal["single", "bulk"] = "single"
+    iterable_bulk_max_users: int = Field(default=1000, ge=1)
+    iterable_bulk_linger_seconds: float = Field(default=0.2, gt=0)
     iterable_max_connections: int = Field(default=128, ge=1)
     iterable_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     iterable_read_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -78,13 +80,6 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value
-
-    @field_validator("iterable_user_update_mode")
-    @classmethod
-    def _single_only(cls, value: str) -> str:
-        if value == "bulk":
-            raise ValueError("bulk mode is not available in this version; use single")
         return value
 
     @classmethod

@@ -124,10 +124,15 @@ class IterableClient:
         }
 
     async def post(
-        self, endpoint: Endpoint, payload: Mapping[str, Any], identifiers: Iterable[str | None] = ()
+        self,
+        endpoint: Endpoint,
+        payload: Mapping[str, Any],
+        identifiers: Iterable[str | None] = (),
+        body: bytes | None = None,
     ) -> Any:
-        """POST `payload` until Iterable accepts it; return the response body."""
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        """POST `payload` (or `body`, already encoded) until Iterable accepts it."""
+        if body is None:
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         return await self._call(_Request("POST", endpoint, body, None, tuple(identifiers)))
 
     async def get(

@@ -14,6 +14,7 @@ from consumer import __version__
 from consumer.responses import status_class
 
 OUTCOMES: Final = ("ok", "dead_lettered", "duplicate", "stale", "invalid")
+_BULK_BUCKETS: Final = (1, 10, 50, 100, 250, 500, 750, 1000)
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -64,7 +65,15 @@ class Metrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            f"{p}in_flight_events", "Events being sent to Iterable.", registry=registry
+            f"{p}in_flight_events",
+            "Iterable calls in flight (a bulkUpdate request counts once).",
+            registry=registry,
+        )
+        self.bulk_users = Histogram(
+            f"{p}bulk_request_users",
+            "Users per bulkUpdate request (bulk mode).",
+            buckets=_BULK_BUCKETS,
+            registry=registry,
         )
         self.buffered = Gauge(
             f"{p}buffered_events", "Events received and not yet finished.", registry=registry

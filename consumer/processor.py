@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from consumer.bulk import BulkLimits
+from consumer.bulk_updates import BulkUpdates
 from consumer.dlq import DeadLetter, DeadLetterBreaker, dead_letter
 from consumer.endpoints import Endpoint
 from consumer.errors import (
@@ -66,6 +68,7 @@ class ProcessorSettings:
     max_in_flight: int = 64
     max_event_bytes: int = 1024 * 1024
     credentials_probe: float = 30.0
+    bulk: BulkLimits | None = None  # bulk mode's batch bounds; None sends users one by one
 
 
 class Processor:
@@ -102,6 +105,11 @@ class Processor:
         self._revoked: dict[Where, int] = {}  # partition → newest revoked epoch
         self._credentials_ok = asyncio.Event()
         self._credentials_ok.set()
+        self._bulk = (
+            BulkUpdates(settings.bulk, self._send, observe=metrics.bulk_users.observe)
+            if settings.bulk is not None
+            else None
+        )
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -187,36 +195,45 @@ class Processor:
             if decision.stale:
                 return Outcome.STALE
             replay = decision.replay
-        async with self._slots:
-            self._metrics.in_flight.inc()
+        for call in self._translator.calls(event):
             try:
-                for call in self._translator.calls(event):
-                    try:
-                        await self._send(call)
-                    except PermanentError as exc:
-                        if call.email_change and await self._email_change_applied(call):
-                            continue
-                        await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
-                        return Outcome.DEAD_LETTERED
-                    except TransientError as exc:  # only with ITERABLE_MAX_ATTEMPTS set
-                        await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
-                        return Outcome.DEAD_LETTERED
-                await self._replay(replay)
-            finally:
-                self._metrics.in_flight.dec()
+                await self._dispatch(call)
+            except PermanentError as exc:
+                if call.email_change and await self._email_change_applied(call):
+                    continue
+                await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
+                return Outcome.DEAD_LETTERED
+            except TransientError as exc:  # only with ITERABLE_MAX_ATTEMPTS set
+                await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
+                return Outcome.DEAD_LETTERED
+        await self._replay(replay)
         if device is not None:
             self._guard.applied(device, profiles, when)
         self._duplicates.remember(event, item.delivery.where)
         return Outcome.OK
 
-    async def _send(self, call: Call) -> object:
+    async def _dispatch(self, call: Call) -> None:
+        """User updates go through the bulk batcher in bulk mode, everything else alone."""
+        if self._bulk is not None and call.endpoint is Endpoint.UPDATE:
+            await self._bulk.update(call)
+        else:
+            await self._send(call)
+
+    async def _send(self, call: Call, body: bytes | None = None) -> object:
         """Send until Iterable accepts or refuses for good; wrong credentials are waited out."""
         probing = False
         while True:
             if not probing:
                 await self._credentials_ok.wait()
             try:
-                result = await self._client.post(call.endpoint, call.payload, call.identifiers)
+                async with self._slots:
+                    self._metrics.in_flight.inc()
+                    try:
+                        result = await self._client.post(
+                            call.endpoint, call.payload, call.identifiers, body
+                        )
+                    finally:
+                        self._metrics.in_flight.dec()
             except CredentialsError as exc:
                 self._credentials_failed(exc)
                 probing = True
@@ -248,7 +265,7 @@ class Processor:
         for registration in registrations:
             for call in self._translator.calls(_as_event(registration)):
                 try:
-                    await self._send(call)
+                    await self._dispatch(call)
                 except PermanentError as exc:
                     log.warning("re-sending a newer registration failed", extra={"code": exc.code})
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from consumer.bulk import BulkLimits
 from consumer.config import Settings, rate_overrides
 from consumer.dead_letters import DeadLetterProducer
 from consumer.dlq import DeadLetterBreaker
@@ -59,6 +60,14 @@ def client_settings(settings: Settings) -> ClientSettings:
     )
 
 
+def bulk_limits(settings: Settings) -> BulkLimits | None:
+    if settings.iterable_user_update_mode != "bulk":
+        return None
+    return BulkLimits(
+        max_users=settings.iterable_bulk_max_users, linger=settings.iterable_bulk_linger_seconds
+    )
+
+
 async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     settings = wiring.settings
     loop = asyncio.get_running_loop()
@@ -77,6 +86,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
             max_in_flight=settings.consumer_max_in_flight,
             max_event_bytes=settings.consumer_max_event_bytes,
             credentials_probe=settings.consumer_credentials_probe_seconds,
+            bulk=bulk_limits(settings),
         ),
         translator=Translator(settings.iterable_project_type, settings.iterable_prefer_user_id),
         client=client,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from consumer.bulk import BulkLimits
 from consumer.cli import main
 from consumer.config import kafka_passthrough, load
 from consumer.errors import ConfigError
+from consumer.service import bulk_limits
 
 BASE = {"KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "ITERABLE_API_KEY": "secret-key"}
 
@@ -28,6 +30,12 @@ def test_defaults_follow_the_spec() -> None:
     )
 
 
+def test_bulk_mode_takes_its_batch_bounds() -> None:
+    settings = load({**BASE, "ITERABLE_USER_UPDATE_MODE": "bulk", "ITERABLE_BULK_MAX_USERS": "500"})
+    assert bulk_limits(settings) == BulkLimits(max_users=500, linger=0.2)
+    assert bulk_limits(load(BASE)) is None
+
+
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
@@ -38,6 +46,8 @@ def test_defaults_follow_the_spec() -> None:
         ({**BASE, "ITERABLE_REGION": "ap"}, "ITERABLE_REGION"),
         ({**BASE, "ITERABLE_BASE_URL": "api.iterable.com"}, "ITERABLE_BASE_URL"),
         ({**BASE, "LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({**BASE, "ITERABLE_USER_UPDATE_MODE": "batch"}, "ITERABLE_USER_UPDATE_MODE"),
+        ({**BASE, "ITERABLE_BULK_LINGER_SECONDS": "0"}, "ITERABLE_BULK_LINGER_SECONDS"),
         ({**BASE, "DLQ_BREAKER_RATIO": "2"}, "DLQ_BREAKER_RATIO"),
     ],
 )

@@ -196,19 +196,25 @@ def all_committed(kafka: KafkaTools, group: str, topics: Topics) -> bool:
 def first_application_order(calls: list[dict[str, Any]]) -> Iterator[tuple[str, list[int]]]:
     """Per user, the `n` of each successful update in the order each first reached Iterable."""
     seen: dict[str, list[int]] = {}
-    for call in calls:
-        body = call.get("body") or {}
-        if (
-            call["path"] != "/api/users/update"
-            or call["status"] != 200
-            or not isinstance(body, dict)
-        ):
-            continue
+    for body in applied_updates(calls):
         n = (body.get("dataFields") or {}).get("n")
         key = str(body.get("userId") or body.get("email"))
         if isinstance(n, int) and n not in seen.setdefault(key, []):
             seen[key].append(n)
     yield from seen.items()
+
+
+def applied_updates(calls: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The user records of accepted `users/update` calls and `bulkUpdate` requests (a
+    record a bulk response refused inside its 200 is listed too)."""
+    for call in calls:
+        body = call.get("body")
+        if call["status"] != 200 or not isinstance(body, dict):
+            continue
+        if call["path"] == "/api/users/update":
+            yield body
+        elif call["path"] == "/api/users/bulkUpdate":
+            yield from body.get("users", [])
 
 
 def consumer_env(

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.kafka import LocalKafka
+from consumer.dev.scenario import Topics, consumer_env, create_topics
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools
 
@@ -96,3 +97,23 @@ def consumers() -> Iterator[list[ConsumerProcess]]:
     yield started
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def topics(kafka: KafkaTools) -> Topics:
+    return create_topics(kafka)
+
+
+@pytest.fixture
+def start(
+    kafka: KafkaTools, group_id: str, topics: Topics, consumers: list[ConsumerProcess]
+) -> Callable[..., ConsumerProcess]:
+    """Start a consumer process on this test's topics and group (stopped at the end)."""
+
+    def _start(emulator: EmulatorProcess, **extra: str) -> ConsumerProcess:
+        env = consumer_env(kafka, emulator, group_id, topics.env(), **extra)
+        process = ConsumerProcess(env).start()
+        consumers.append(process)
+        return process
+
+    return _start

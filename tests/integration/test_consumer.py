@@ -17,8 +17,6 @@ from consumer.dev.scenario import (
     StreamBuilder,
     Topics,
     all_committed,
-    consumer_env,
-    create_topics,
     expected_state,
     first_application_order,
     normalise,
@@ -31,24 +29,6 @@ from consumer.dev.topics import KafkaTools, Record
 from consumer.dlq import original_headers
 
 Start = Callable[..., ConsumerProcess]
-
-
-@pytest.fixture
-def topics(kafka: KafkaTools) -> Topics:
-    return create_topics(kafka)
-
-
-@pytest.fixture
-def start(
-    kafka: KafkaTools, group_id: str, topics: Topics, consumers: list[ConsumerProcess]
-) -> Callable[..., ConsumerProcess]:
-    def _start(emulator: EmulatorProcess, **extra: str) -> ConsumerProcess:
-        env = consumer_env(kafka, emulator, group_id, topics.env(), **extra)
-        process = ConsumerProcess(env).start()
-        consumers.append(process)
-        return process
-
-    return _start
 
 
 def _settle(kafka: KafkaTools, group: str, topics: Topics, timeout: float = 60.0) -> None:

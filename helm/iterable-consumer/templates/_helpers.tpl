@@ -115,6 +115,10 @@ api-key
   value: {{ .Values.iterable.preferUserId | quote }}
 - name: ITERABLE_USER_UPDATE_MODE
   value: {{ .Values.iterable.userUpdateMode | quote }}
+- name: ITERABLE_BULK_MAX_USERS
+  value: {{ .Values.iterable.bulkMaxUsers | quote }}
+- name: ITERABLE_BULK_LINGER_SECONDS
+  value: {{ .Values.iterable.bulkLingerSeconds | quote }}
 {{- with .Values.iterable.rateLimits }}
 - name: ITERABLE_RATE_LIMITS
   value: {{ . | quote }}
