@@ -4,9 +4,10 @@
 
 One `users/update` POST at a time per worker against the emulator (no limits, no latency,
 in its own process), for 1, 8, 32 and 128 requests in flight: requests/s and this process's
-CPU per request. Clients: httpx with its default transport (the baseline), httpx with the
-aiohttp transport (what `consumer.iterable` ships), and aiohttp itself. Ratios are against
-the baseline measured in the same run. Writes bench/results/http_client.{json,md}.
+CPU per request. Clients: httpx with its default transport (the baseline), httpx with
+`consumer.transport` over aiohttp (what `consumer.iterable` ships), and aiohttp itself.
+Ratios are against the baseline measured in the same run. Writes
+bench/results/http_client.{json,md}.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from consumer.dev.emulator.process import EmulatorProcess
+from consumer.transport import AiohttpTransport
 
 RESULTS = Path(__file__).parent / "results"
 CONCURRENCY = (1, 8, 32, 128)
@@ -77,18 +78,15 @@ async def _aiohttp(url: str, key: str, concurrency: int, seconds: float) -> tupl
 
 async def _run(url: str, key: str, seconds: float) -> dict[str, dict[int, tuple[float, float]]]:
     results: dict[str, dict[int, tuple[float, float]]] = {}
-    for name in ("httpx default transport", "httpx + aiohttp transport (shipped)", "aiohttp"):
+    for name in ("httpx default transport", "httpx + consumer.transport (shipped)", "aiohttp"):
         results[name] = {}
         for concurrency in CONCURRENCY:
             if name == "aiohttp":
                 results[name][concurrency] = await _aiohttp(url, key, concurrency, seconds)
             else:
                 transport = None
-                if "aiohttp transport" in name:
-                    limits = httpx.Limits(
-                        max_connections=concurrency, max_keepalive_connections=concurrency
-                    )
-                    transport = AiohttpTransport(limits=limits)
+                if "shipped" in name:
+                    transport = AiohttpTransport(max_connections=concurrency)
                 results[name][concurrency] = await _httpx(url, key, concurrency, seconds, transport)
     return results
 

@@ -1,19 +1,22 @@
 """Bulk mode: `users/update` calls gathered into `users/bulkUpdate` requests (SPEC §6).
 
 Each caller awaits the outcome of its own entry, so a lane still runs one event at a time
-and a user's next update cannot leave before the batch carrying the previous one has been
-answered. A batch goes when it is full (users or bytes), when its linger time has passed,
-or when a caller brings a second entry for a user it already holds. A whole request that
-Iterable refuses is split in halves until the refused entries stand alone; per-record
-failures (`failedUpdates`) fail only their own entries.
+and a user's next update cannot leave before the request carrying the previous one has
+been answered. Waiting entries go, oldest first, once a request's worth (users or bytes)
+is waiting or the oldest has waited its linger time, provided fewer than two requests are
+out: behind Iterable's 5 requests/s, entries keep gathering into full requests instead of
+queueing as half-empty ones. A whole request that Iterable refuses is split in halves
+until the refused entries stand alone; per-record failures (`failedUpdates`) fail only
+their own entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from consumer.bulk import BulkBatch, BulkLimits, failed_entries
 from consumer.endpoints import Endpoint
@@ -21,19 +24,16 @@ from consumer.errors import PermanentError
 from consumer.translate import Call
 
 Send = Callable[[Call, bytes], Awaitable[object]]
+# Requests out (paced or on the wire) before waiting entries hold on for an answer: behind
+# the pace, a batch keeps filling rather than queueing half empty.
+_MAX_WAITING = 2
 
 
 @dataclass(eq=False, slots=True)
 class _Entry:
     call: Call
     outcome: asyncio.Future[None]
-
-
-@dataclass(eq=False, slots=True)
-class _Open:
-    batch: BulkBatch
-    entries: list[_Entry] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
+    arrived: float
 
 
 class BulkUpdates:
@@ -51,45 +51,66 @@ class BulkUpdates:
         self._send = send
         self._observe = observe
         self._clock = clock
-        self._open: _Open | None = None
+        self._waiting: deque[_Entry] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._requests: set[asyncio.Task[None]] = set()
 
     async def update(self, call: Call) -> None:
         """Send one `users/update` payload in a batch; raise if Iterable refused it."""
-        loop = asyncio.get_running_loop()
-        entry = _Entry(call, loop.create_future())
-        current = self._open
-        if current is not None and current.batch.holds(call.payload):
-            self._flush()
-            current = None
-        if current is None or not current.batch.add(call.payload):
-            self._flush()
-            current = self._start(loop)
-            current.batch.add(call.payload)  # an empty batch takes any one user
-        current.entries.append(entry)
-        if current.batch.full():
-            self._flush()
+        entry = _Entry(call, asyncio.get_running_loop().create_future(), self._clock())
+        self._waiting.append(entry)
+        if self._timer is None or len(self._waiting) >= self._limits.max_users:
+            self._dispatch()
         await entry.outcome
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> _Open:
-        opened = _Open(BulkBatch(self._limits, opened_at=self._clock()))
-        opened.timer = loop.call_later(self._limits.linger, self._linger_over, opened)
-        self._open = opened
-        return opened
+    def _dispatch(self) -> None:
+        """Send every batch that is due while fewer than `_MAX_WAITING` requests are out."""
+        now, sent = self._clock(), False
+        while self._waiting and len(self._requests) < _MAX_WAITING:
+            oldest = self._waiting[0].arrived
+            if len(self._waiting) < self._limits.max_users and now - oldest < self._limits.linger:
+                break
+            entries, body = self._take()
+            if entries:
+                task = asyncio.create_task(self._deliver(entries, body))
+                self._requests.add(task)
+                task.add_done_callback(self._answered)
+                sent = True
+        if self._timer is not None and (sent or not self._waiting):
+            self._timer.cancel()
+            self._timer = None
+        # Out of request slots, the next answer dispatches; otherwise the linger time does.
+        if self._waiting and self._timer is None and len(self._requests) < _MAX_WAITING:
+            delay = max(0.0, self._waiting[0].arrived + self._limits.linger - now)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._lingered)
 
-    def _linger_over(self, opened: _Open) -> None:
-        if self._open is opened:
-            self._flush()
+    def _lingered(self) -> None:
+        self._timer = None
+        self._dispatch()
 
-    def _flush(self) -> None:
-        opened, self._open = self._open, None
-        if opened is None or not opened.entries:
-            return
-        if opened.timer is not None:
-            opened.timer.cancel()
-        task = asyncio.create_task(self._deliver(opened.entries, opened.batch.body()))
-        self._requests.add(task)
-        task.add_done_callback(self._requests.discard)
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        self._requests.discard(task)
+        self._dispatch()
+
+    def _take(self) -> tuple[list[_Entry], bytes]:
+        """The oldest waiting entries that fit one request; a user's second entry waits."""
+        batch = BulkBatch(self._limits, opened_at=self._clock())
+        taken: list[_Entry] = []
+        kept: deque[_Entry] = deque()
+        while self._waiting and not batch.full():
+            entry = self._waiting.popleft()
+            if entry.outcome.done():  # its caller is gone (revoked partition, shutdown)
+                continue
+            if batch.add(entry.call.payload):
+                taken.append(entry)
+            elif batch.holds(entry.call.payload):
+                kept.append(entry)
+            else:  # over the byte bound: it opens the next request
+                kept.append(entry)
+                break
+        kept.extend(self._waiting)
+        self._waiting = kept
+        return taken, batch.body()
 
     async def _deliver(self, entries: list[_Entry], body: bytes | None = None) -> None:
         if body is None:
@@ -135,10 +156,14 @@ class BulkUpdates:
                 )
 
     async def aclose(self) -> None:
-        """Send what is open and wait for every request to be answered."""
-        self._flush()
-        if self._requests:
-            await asyncio.gather(*self._requests, return_exceptions=True)
+        """Send everything waiting and wait for every request to be answered."""
+        while self._waiting or self._requests:
+            if self._requests:
+                await asyncio.wait(set(self._requests))
+            elif self._waiting:
+                entries, body = self._take()
+                if entries:
+                    await self._deliver(entries, body)
 
 
 def _settle(entry: _Entry, error: BaseException | None) -> None:

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     iterable_read_timeout_seconds: float = Field(default=30.0, gt=0)
     iterable_max_attempts: int | None = Field(default=None, ge=1)
     iterable_ca_bundle: str | None = None
-    # "users/update=475,users/bulkUpdate=4.5" overrides the client-side pace per endpoint;
+    # "users/update=400,users/bulkUpdate=4" overrides the client-side pace per endpoint;
     # "off" removes it (benchmarks against an unlimited emulator; never in production).
     iterable_rate_limits: str | None = None
 
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     consumer_max_in_flight: int = Field(default=64, ge=1)
-    consumer_max_buffered: int = Field(default=10_000, ge=1)
+    consumer_max_buffered: int = Field(default=5_000, ge=1)
     consumer_max_buffered_per_partition: int = Field(default=2_000, ge=1)
     consumer_max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
     consumer_commit_interval_seconds: float = Field(default=1.0, gt=0)

@@ -94,21 +94,31 @@ class DeadLetterBreaker:
         self.window = window
         self.min_events = min_events
         self.cooldown = cooldown
-        self._outcomes: deque[tuple[float, bool]] = deque()
+        # Counts per whole second, [second, outcomes, dead]: memory bounded by the window in
+        # seconds, not by the event rate (one entry per event was 150,000 at 2,500/s).
+        self._seconds: deque[list[int]] = deque()
+        self._total = 0
         self._dead = 0
         self._open_until = float("-inf")
 
     def record(self, dead: bool, now: float) -> None:
-        self._outcomes.append((now, dead))
+        second = int(now)
+        if self._seconds and self._seconds[-1][0] == second:
+            self._seconds[-1][1] += 1
+            self._seconds[-1][2] += dead
+        else:
+            self._seconds.append([second, 1, int(dead)])
+        self._total += 1
         self._dead += dead
-        while self._outcomes and self._outcomes[0][0] < now - self.window:
-            _, was_dead = self._outcomes.popleft()
+        while self._seconds and self._seconds[0][0] < now - self.window:
+            _, total, was_dead = self._seconds.popleft()
+            self._total -= total
             self._dead -= was_dead
-        total = len(self._outcomes)
+        total = self._total
         if total >= self.min_events and self._dead / total > self.ratio and not self.is_open(now):
             self._open_until = now + self.cooldown
-            self._outcomes.clear()
-            self._dead = 0
+            self._seconds.clear()
+            self._total = self._dead = 0
 
     def is_open(self, now: float) -> bool:
         return now < self._open_until

@@ -19,10 +19,10 @@ class Endpoint(StrEnum):
 # Just under Iterable's documented per-project limits; disableDevice and updateEmail have
 # none documented, so they get the same budget as the other single-user writes.
 DEFAULT_RATES: Final[Mapping[Endpoint, float]] = {
-    Endpoint.UPDATE: 475.0,
-    Endpoint.REGISTER_DEVICE: 475.0,
-    Endpoint.DISABLE_DEVICE: 475.0,
-    Endpoint.UPDATE_EMAIL: 475.0,
-    Endpoint.BULK_UPDATE: 4.5,
+    Endpoint.UPDATE: 490.0,
+    Endpoint.REGISTER_DEVICE: 490.0,
+    Endpoint.DISABLE_DEVICE: 490.0,
+    Endpoint.UPDATE_EMAIL: 490.0,
+    Endpoint.BULK_UPDATE: 4.8,
     Endpoint.GET_BY_EMAIL: 95.0,
 }

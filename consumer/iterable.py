@@ -20,7 +20,6 @@ from typing import Any, Final, Protocol
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from consumer import __version__
 from consumer.backoff import Backoff, parse_retry_after
@@ -28,6 +27,7 @@ from consumer.endpoints import DEFAULT_RATES, Endpoint
 from consumer.errors import IterableError, TransientError, UntrustedCertificate
 from consumer.ratelimit import AdaptiveRate
 from consumer.responses import classify
+from consumer.transport import AiohttpTransport
 
 REGIONS: Final = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 USER_AGENT: Final = f"iterable-consumer/{__version__}"
@@ -57,6 +57,7 @@ class ClientSettings:
     base_url: str
     api_key: str = field(repr=False)
     max_connections: int = 128
+    max_in_flight: int = 64  # requests on the wire at once (waiting for the pace is not)
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     rates: Mapping[Endpoint, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
@@ -97,13 +98,12 @@ class IterableClient:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        limits = httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-        )
         self._http = httpx.AsyncClient(
             base_url=f"{settings.base_url}/api/",
-            transport=transport or AiohttpTransport(limits=limits, verify=_tls(settings.verify)),
+            transport=transport
+            or AiohttpTransport(
+                max_connections=settings.max_connections, verify=_tls(settings.verify)
+            ),
             headers={
                 "Api-Key": settings.api_key,
                 "User-Agent": USER_AGENT,
@@ -118,6 +118,7 @@ class IterableClient:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         burst = settings.burst_seconds
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._rates = {
             endpoint: AdaptiveRate(ceiling=rate, burst=max(1.0, rate * burst))
             for endpoint, rate in settings.rates.items()
@@ -152,7 +153,8 @@ class IterableClient:
         while True:
             await self._pace(endpoint)
             try:
-                return await self._once(request)
+                async with self._slots:
+                    return await self._once(request)
             except IterableError as exc:
                 exc.attempts = attempt + 1
                 if not isinstance(exc, TransientError):

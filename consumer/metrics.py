@@ -66,7 +66,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             f"{p}in_flight_events",
-            "Iterable calls in flight (a bulkUpdate request counts once).",
+            "Iterable calls under way, pacing waits included (a bulkUpdate request counts once).",
             registry=registry,
         )
         self.bulk_users = Histogram(

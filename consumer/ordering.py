@@ -68,18 +68,26 @@ class DuplicateWindow:
     """
 
     def __init__(self, size: int) -> None:
-        self._seen: Lru[tuple[object, str, str], bool] = Lru(size)
+        # One flat string per entry: a tuple of tuples and strings costs twice the memory,
+        # and the window holds 100,000 of them by default.
+        self._seen: Lru[str, bool] = Lru(size)
 
     def seen(self, event: Event, partition: object) -> bool:
         """True if an event with this id and source was applied from this partition."""
-        return bool(self._seen.get((partition, event.source, event.id)))
+        return bool(self._seen.get(_entry(partition, event)))
 
     def remember(self, event: Event, partition: object) -> None:
         """Record an applied event (only once applied: a dropped one must run again)."""
-        self._seen.put((partition, event.source, event.id), True)
+        self._seen.put(_entry(partition, event), True)
 
     def forget(self, partition: object) -> None:
-        self._seen.drop(lambda key: key[0] == partition)
+        prefix = f"{partition!r}\0"
+        self._seen.drop(lambda key: key.startswith(prefix))
+
+
+def _entry(partition: object, event: Event) -> str:
+    # NUL cannot occur in a partition's repr; source and id are split by their lengths.
+    return f"{partition!r}\0{len(event.source)}:{event.source}{event.id}"
 
 
 @dataclass(frozen=True, slots=True)

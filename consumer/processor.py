@@ -1,9 +1,10 @@
 """The processing side, on the event loop: parse, order, send, dead-letter, report back.
 
 Each message becomes an item in the lane of its entity (`ordering.lane_key`); a lane runs
-its items one at a time, lanes run concurrently up to `max_in_flight` calls. Every item
-ends in exactly one `complete(delivery, outcome)` unless its partition is revoked first,
-in which case it is dropped uncommitted and the partition's next owner does it again.
+its items one at a time, lanes run concurrently (the client bounds the requests on the
+wire; in bulk mode user updates share requests). Every item ends in exactly one
+`complete(delivery, outcome)` unless its partition is revoked first, in which case it is
+dropped uncommitted and the partition's next owner does it again.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ class _Lane:
 class ProcessorSettings:
     topics: dict[str, str]  # topic → event type it must carry
     dlq_suffix: str = ".dlq"
-    max_in_flight: int = 64
     max_event_bytes: int = 1024 * 1024
     credentials_probe: float = 30.0
     bulk: BulkLimits | None = None  # bulk mode's batch bounds; None sends users one by one
@@ -101,7 +101,6 @@ class Processor:
         self._clock = clock
         self._wall = wall
         self._lanes: dict[str, _Lane] = {}
-        self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._revoked: dict[Where, int] = {}  # partition → newest revoked epoch
         self._credentials_ok = asyncio.Event()
         self._credentials_ok.set()
@@ -226,14 +225,13 @@ class Processor:
             if not probing:
                 await self._credentials_ok.wait()
             try:
-                async with self._slots:
-                    self._metrics.in_flight.inc()
-                    try:
-                        result = await self._client.post(
-                            call.endpoint, call.payload, call.identifiers, body
-                        )
-                    finally:
-                        self._metrics.in_flight.dec()
+                self._metrics.in_flight.inc()
+                try:
+                    result = await self._client.post(
+                        call.endpoint, call.payload, call.identifiers, body
+                    )
+                finally:
+                    self._metrics.in_flight.dec()
             except CredentialsError as exc:
                 self._credentials_failed(exc)
                 probing = True

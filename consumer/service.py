@@ -53,6 +53,7 @@ def client_settings(settings: Settings) -> ClientSettings:
         base_url=base_url(settings.iterable_region, settings.iterable_base_url),
         api_key=settings.iterable_api_key.get_secret_value(),
         max_connections=settings.iterable_max_connections,
+        max_in_flight=settings.consumer_max_in_flight,
         connect_timeout=settings.iterable_connect_timeout_seconds,
         read_timeout=settings.iterable_read_timeout_seconds,
         max_attempts=settings.iterable_max_attempts,
@@ -83,7 +84,6 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         ProcessorSettings(
             topics=settings.topics,
             dlq_suffix=settings.dlq_topic_suffix,
-            max_in_flight=settings.consumer_max_in_flight,
             max_event_bytes=settings.consumer_max_event_bytes,
             credentials_probe=settings.consumer_credentials_probe_seconds,
             bulk=bulk_limits(settings),

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 _BATCH: Final = 500
 _POLL_TIMEOUT: Final = 0.05
 _RESUME_AT: Final = 0.8  # resume once buffers fall to 80% of their bound: no flapping
+_CROWDED: Final = 0.5  # above this share of the total bound, partitions get fair shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class Lookback:
 
 @dataclass(frozen=True, slots=True)
 class BufferLimits:
-    total: int = 10_000
+    total: int = 5_000
     per_partition: int = 2_000
 
 
@@ -59,6 +60,9 @@ def consumer_config(
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "statistics.interval.ms": 5000,
+        # librdkafka prefetches up to 64 MB by default on top of the service's own buffer;
+        # 8 MB keeps that buffer fed (tens of thousands of events) at a fraction of the memory.
+        "queued.max.messages.kbytes": 8192,
         **passthrough,
         # Not overridable (config.kafka_passthrough refuses them): offsets move only here.
         "enable.auto.commit": False,
@@ -198,11 +202,18 @@ class KafkaSource:
         held = bool(self._status.holds())
         total = sum(t.pending for t in self._trackers.values())
         pause, resume = [], []
+        # Once the buffer is half used, no partition holds more than its fair share of it
+        # (shared among the partitions with work): a backlog on one topic must not starve
+        # the others, whose endpoints would sit idle.
+        crowded = total >= self._limits.total * _CROWDED
+        busy = sum(1 for t in self._trackers.values() if t.pending)
+        share = self._limits.total / max(1, busy)
         for where, tracker in self._trackers.items():
             scale = _RESUME_AT if where in self._paused else 1.0
             full = (
                 total >= self._limits.total * scale
                 or tracker.pending >= self._limits.per_partition * scale
+                or (crowded and tracker.pending >= share * scale)
             )
             if (held or full) and where not in self._paused:
                 pause.append(where)

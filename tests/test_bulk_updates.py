@@ -133,3 +133,18 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
         await gone
     await bulk.aclose()
     assert len(iterable.requests) == 1
+
+
+async def test_behind_unanswered_requests_waiting_updates_gather_into_full_ones() -> None:
+    iterable, gate = FakeIterable(), asyncio.Event()
+
+    async def slow(call: Call, body: bytes) -> object:
+        await gate.wait()
+        return await iterable.send(call, body)
+
+    bulk = BulkUpdates(BulkLimits(max_users=100, linger=0.0), slow)
+    callers = [asyncio.create_task(bulk.update(update(f"u{n}@x.com"))) for n in range(152)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*callers) == [None] * 152
+    assert [len(r) for r in iterable.requests] == [1, 1, 100, 50]

@@ -67,14 +67,19 @@ class KafkaTools:
 
         count = 0
         for record in records:
-            producer.produce(
-                topic,
-                value=record.value,
-                key=record.key,
-                partition=-1 if record.partition is None else record.partition,
-                headers=list(record.headers),
-                on_delivery=_report,
-            )
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        value=record.value,
+                        key=record.key,
+                        partition=-1 if record.partition is None else record.partition,
+                        headers=list(record.headers),
+                        on_delivery=_report,
+                    )
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.1)
             producer.poll(0)
             count += 1
         remaining = producer.flush(60)

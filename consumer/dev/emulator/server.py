@@ -158,6 +158,7 @@ async def _answer(
     raw = await request.read()
     entry: dict[str, Any] = {
         "seq": len(emulator.calls),
+        "received": time.time(),
         "method": method,
         "path": path,
         "query": dict(request.query),

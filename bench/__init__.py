@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` runs the end-to-end scenarios (bench/run.py)."""

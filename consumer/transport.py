@@ -1,0 +1,67 @@
+"""An httpx transport over one aiohttp session, built for small JSON calls under load.
+
+httpx's own transport is far too slow with many calls in flight (SPEC §6, bench/results/
+http_client.md); the general-purpose `httpx-aiohttp` adapter fixes that but streams every
+response through an async iterator and maps exceptions through a generic table. This one
+does only what the Iterable client needs: a keep-alive pool, per-request timeouts from
+httpx's `timeout` extension, the body read in one piece, and aiohttp's errors raised as
+httpx's, with the original chained (the client looks for certificate failures there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiohttp
+import httpx
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    def __init__(self, *, max_connections: int, verify: ssl.SSLContext | bool = True) -> None:
+        self._max_connections = max_connections
+        self._verify = verify
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop that runs it.
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._verify)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session or self._open()
+        limits = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=limits.get("connect"), sock_read=limits.get("read")
+        )
+        try:
+            async with session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as response:
+                body = await response.read()
+        except aiohttp.ServerTimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc), request=request) from exc
+        except TimeoutError as exc:  # asyncio's, from a connect that never finished
+            raise httpx.ConnectTimeout("timed out", request=request) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            raise httpx.ReadError(str(exc), request=request) from exc
+        return httpx.Response(
+            response.status, headers=response.raw_headers, content=body, request=request
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
