@@ -4,8 +4,9 @@
 
 One `users/update` POST at a time per worker against the emulator (no limits, no latency,
 in its own process), for 1, 8, 32 and 128 requests in flight: requests/s and this process's
-CPU per request. Clients: httpx with its default transport (the baseline), httpx with
-`consumer.transport` over aiohttp (what `consumer.iterable` ships), and aiohttp itself.
+CPU per request. Clients: `httpx.AsyncClient` with its default transport (the baseline),
+the service's own client (`consumer.iterable`: httpx requests on `consumer.transport`, with
+JSON encoding, pacing off, and answer classification included), and aiohttp itself.
 Ratios are against the baseline measured in the same run. Writes
 bench/results/http_client.{json,md}.
 """
@@ -23,7 +24,8 @@ import aiohttp
 import httpx
 
 from consumer.dev.emulator.process import EmulatorProcess
-from consumer.transport import AiohttpTransport
+from consumer.endpoints import Endpoint
+from consumer.iterable import ClientSettings, IterableClient
 
 RESULTS = Path(__file__).parent / "results"
 CONCURRENCY = (1, 8, 32, 128)
@@ -50,18 +52,29 @@ def _body(n: int) -> dict[str, object]:
     return {"email": f"user{n % 500}@example.com", "dataFields": {"n": n}}
 
 
-async def _httpx(
-    url: str, key: str, concurrency: int, seconds: float, transport: httpx.AsyncBaseTransport | None
-) -> tuple[float, float]:
+async def _httpx(url: str, key: str, concurrency: int, seconds: float) -> tuple[float, float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Api-Key": key}, limits=limits, transport=transport
-    ) as client:
+    async with httpx.AsyncClient(base_url=url, headers={"Api-Key": key}, limits=limits) as client:
 
         async def post(n: int) -> None:
             (await client.post("/api/users/update", json=_body(n))).raise_for_status()
 
         return await _measure(post, concurrency, seconds)
+
+
+async def _shipped(url: str, key: str, concurrency: int, seconds: float) -> tuple[float, float]:
+    settings = ClientSettings(
+        url, key, max_connections=concurrency, max_in_flight=concurrency, rates={}
+    )
+    client = IterableClient(settings)
+    try:
+
+        async def post(n: int) -> None:
+            await client.post(Endpoint.UPDATE, _body(n))
+
+        return await _measure(post, concurrency, seconds)
+    finally:
+        await client.aclose()
 
 
 async def _aiohttp(url: str, key: str, concurrency: int, seconds: float) -> tuple[float, float]:
@@ -78,16 +91,15 @@ async def _aiohttp(url: str, key: str, concurrency: int, seconds: float) -> tupl
 
 async def _run(url: str, key: str, seconds: float) -> dict[str, dict[int, tuple[float, float]]]:
     results: dict[str, dict[int, tuple[float, float]]] = {}
-    for name in ("httpx default transport", "httpx + consumer.transport (shipped)", "aiohttp"):
+    for name in ("httpx default transport", "consumer.iterable client (shipped)", "aiohttp"):
         results[name] = {}
         for concurrency in CONCURRENCY:
             if name == "aiohttp":
                 results[name][concurrency] = await _aiohttp(url, key, concurrency, seconds)
+            elif "shipped" in name:
+                results[name][concurrency] = await _shipped(url, key, concurrency, seconds)
             else:
-                transport = None
-                if "shipped" in name:
-                    transport = AiohttpTransport(max_connections=concurrency)
-                results[name][concurrency] = await _httpx(url, key, concurrency, seconds, transport)
+                results[name][concurrency] = await _httpx(url, key, concurrency, seconds)
     return results
 
 

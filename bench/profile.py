@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,7 @@ _IDLE = ("select (", "poll (", "epoll", "wait (", "_worker (", "consume (cimpl")
 
 
 def start(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
     command = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]

@@ -1,9 +1,10 @@
 """The Iterable client: auth, regions, pacing, classification and retries.
 
-One `httpx.AsyncClient` over an aiohttp transport (httpx's own transport is too slow under
-concurrency, SPEC §6), one adaptive token bucket per endpoint shared by every caller, and
-retries with full jitter that honour `Retry-After`. Transient failures are retried without
-limit unless `max_attempts` is set; permanent and credential failures are raised at once.
+httpx requests over an aiohttp-based httpx transport (httpx's own transport is far too
+slow under concurrency, SPEC §6), one adaptive token bucket per endpoint shared by every
+caller, and retries with full jitter that honour `Retry-After`. Transient failures are
+retried without limit unless `max_attempts` is set; permanent and credential failures are
+raised at once.
 """
 
 from __future__ import annotations
@@ -98,21 +99,23 @@ class IterableClient:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self._http = httpx.AsyncClient(
-            base_url=f"{settings.base_url}/api/",
-            transport=transport
-            or AiohttpTransport(
-                max_connections=settings.max_connections, verify=_tls(settings.verify)
-            ),
-            headers={
+        # Requests go straight to the transport: httpx.AsyncClient's per-request URL
+        # merging, header re-encoding and cookie handling cost ~100 µs a call, half of
+        # the client's CPU (bench/results/http_client.md), for features this client
+        # does not use (cookies, redirects, auth flows, hooks).
+        self._transport = transport or AiohttpTransport(
+            max_connections=settings.max_connections, verify=_tls(settings.verify)
+        )
+        self._headers = httpx.Headers(
+            {
                 "Api-Key": settings.api_key,
                 "User-Agent": USER_AGENT,
                 "Content-Type": "application/json",
-            },
-            timeout=httpx.Timeout(
-                settings.read_timeout, connect=settings.connect_timeout, pool=None
-            ),
+            }
         )
+        self._urls = {e: httpx.URL(f"{settings.base_url}/api/{e.value}") for e in Endpoint}
+        timeouts = {"connect": settings.connect_timeout, "read": settings.read_timeout}
+        self._extensions = {"timeout": {**timeouts, "write": settings.read_timeout, "pool": None}}
         self._observer = observer or NoObserver()
         self._sleep = sleep
         self._clock = clock
@@ -145,7 +148,7 @@ class IterableClient:
         return self._rates[endpoint].rate
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def _call(self, request: _Request) -> Any:
         endpoint = request.endpoint
@@ -173,9 +176,17 @@ class IterableClient:
         endpoint = request.endpoint
         started = self._clock()
         try:
-            response = await self._http.request(
-                request.method, endpoint.value, content=request.body, params=request.params
+            url = self._urls[endpoint]
+            response = await self._transport.handle_async_request(
+                httpx.Request(
+                    request.method,
+                    url.copy_merge_params(request.params) if request.params else url,
+                    headers=self._headers,
+                    content=request.body,
+                    extensions=self._extensions,
+                )
             )
+            await response.aread()
         except httpx.TransportError as exc:
             self._observer.response(endpoint, None, self._clock() - started)
             # Checked first: the aiohttp transport reports a bad certificate as a timeout.

@@ -23,6 +23,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         p = "iterable_consumer_"
         self.consumed = Counter(
             f"{p}events_consumed", "Messages received from Kafka.", ["topic"], registry=registry
@@ -132,11 +133,20 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
         ProcessCollector(registry=registry)  # CPU and memory for the saturation panels
 
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, remembered: labels() costs microseconds per event, and
+        the label sets here are few (topics, outcomes, endpoints, status classes)."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     # -- CallObserver ---------------------------------------------------------------------
 
     def response(self, endpoint: str, status: int | None, seconds: float) -> None:
-        self.requests.labels(endpoint=endpoint, status_class=status_class(status)).inc()
-        self.latency.labels(endpoint=endpoint).observe(seconds)
+        self.child(self.requests, endpoint, status_class(status)).inc()
+        self.child(self.latency, endpoint).observe(seconds)
 
     def retry(self, endpoint: str, reason: str) -> None:
         self.retries.labels(endpoint=endpoint, reason=reason).inc()

@@ -63,6 +63,12 @@ def consumer_config(
         # librdkafka prefetches up to 64 MB by default on top of the service's own buffer;
         # 8 MB keeps that buffer fed (tens of thousands of events) at a fraction of the memory.
         "queued.max.messages.kbytes": 8192,
+        # End-of-partition events tell the buffer which partitions have nothing to read.
+        "enable.partition.eof": True,
+        # Fetches bring every partition's messages one partition after another; 1 MB per
+        # partition (the default) lets one topic's backlog fill the buffer before another
+        # topic's first message arrives. Smaller slices interleave the topics.
+        "max.partition.fetch.bytes": 65536,
         **passthrough,
         # Not overridable (config.kafka_passthrough refuses them): offsets move only here.
         "enable.auto.commit": False,
@@ -116,6 +122,7 @@ class KafkaSource:
         self._trackers: dict[Where, PartitionOffsets] = {}
         self._epochs: dict[Where, int] = {}
         self._paused: set[Where] = set()
+        self._at_end: set[Where] = set()  # read to the end (EOF event); no share needed
         self._restore_pending: set[int] = set()
         self._last_commit = 0.0
 
@@ -156,20 +163,23 @@ class KafkaSource:
     def _accept(self, message: Message) -> Delivery | None:
         error = message.error()
         if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
+            if error.code() == KafkaError._PARTITION_EOF:
+                self._at_end.add((message.topic() or "", message.partition() or 0))
+            else:
                 log.warning("kafka message error", extra={"code": error.name()})
             return None
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
             return None
         where = (topic, partition)
+        self._at_end.discard(where)
         tracker = self._trackers.get(where)
         if tracker is None:
             return None
         _, timestamp_ms = message.timestamp()
         timestamp = timestamp_ms / 1000 if timestamp_ms > 0 else self._wall()
         tracker.add(offset, timestamp)
-        self._metrics.consumed.labels(topic=topic).inc()
+        self._metrics.child(self._metrics.consumed, topic).inc()
         key, value = message.key(), message.value()
         return Delivery(
             topic=topic,
@@ -193,7 +203,7 @@ class KafkaSource:
             # A completion from an earlier assignment of this partition no longer counts.
             if tracker is None or self._epochs.get(where) != delivery.epoch:
                 continue
-            self._metrics.processed.labels(topic=delivery.topic, outcome=outcome.value).inc()
+            self._metrics.child(self._metrics.processed, delivery.topic, outcome.value).inc()
             tracker.done(delivery.offset)
         pending = sum(t.pending for t in self._trackers.values())
         self._metrics.buffered.set(pending)
@@ -203,10 +213,10 @@ class KafkaSource:
         total = sum(t.pending for t in self._trackers.values())
         pause, resume = [], []
         # Once the buffer is half used, no partition holds more than its fair share of it
-        # (shared among the partitions with work): a backlog on one topic must not starve
-        # the others, whose endpoints would sit idle.
+        # (shared among the partitions with work, i.e. not read to their end): a backlog
+        # on one topic must not starve the others, whose endpoints would sit idle.
         crowded = total >= self._limits.total * _CROWDED
-        busy = sum(1 for t in self._trackers.values() if t.pending)
+        busy = sum(1 for w, t in self._trackers.items() if t.pending or w not in self._at_end)
         share = self._limits.total / max(1, busy)
         for where, tracker in self._trackers.items():
             scale = _RESUME_AT if where in self._paused else 1.0
@@ -326,6 +336,7 @@ class KafkaSource:
             del self._trackers[where]
             self._epochs[where] += 1
             self._paused.discard(where)
+            self._at_end.discard(where)
             for gauge in (
                 self._metrics.lag_seconds,
                 self._metrics.lag_records,

@@ -1,11 +1,11 @@
 """An httpx transport over one aiohttp session, built for small JSON calls under load.
 
 httpx's own transport is far too slow with many calls in flight (SPEC §6, bench/results/
-http_client.md); the general-purpose `httpx-aiohttp` adapter fixes that but streams every
-response through an async iterator and maps exceptions through a generic table. This one
-does only what the Iterable client needs: a keep-alive pool, per-request timeouts from
-httpx's `timeout` extension, the body read in one piece, and aiohttp's errors raised as
-httpx's, with the original chained (the client looks for certificate failures there).
+http_client.md). This one does only what the Iterable client needs: a keep-alive pool,
+per-request timeouts from httpx's `timeout` extension, the body read in one piece (the
+general-purpose httpx-aiohttp adapter streams it through an async iterator), and aiohttp's
+errors raised as httpx's with the original chained (the client looks for certificate
+failures there). No cookies, redirects or decompression: Iterable's API needs none.
 """
 
 from __future__ import annotations
