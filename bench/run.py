@@ -125,7 +125,8 @@ SCENARIOS = [
     ),
     Scenario(
         "bulk",
-        "user.changed only, bulk mode, bulkUpdate limited to 5 requests/s",
+        "user.changed only, bulk mode, bulkUpdate limited to 5 requests/s,"
+        " CONSUMER_MAX_BUFFERED=40000",
         60_000,
         env=BULK_DENSE,
         baseline_events=3_000,
@@ -144,7 +145,7 @@ SCENARIOS = [
     ),
     Scenario(
         "cpu-bulk",
-        "zero latency, no limits, bulk mode, user.changed only",
+        "zero latency, no limits, bulk mode, user.changed only, CONSUMER_MAX_BUFFERED=40000",
         40_000,
         NO_LIMITS,
         {**UNPACED, **BULK_DENSE},
