@@ -189,7 +189,7 @@ class IterableClient:
             await response.aread()
         except httpx.TransportError as exc:
             self._observer.response(endpoint, None, self._clock() - started)
-            # Checked first: the aiohttp transport reports a bad certificate as a timeout.
+            # Checked first: a bad certificate can surface as a connect error or a timeout.
             if _certificate_failure(exc):
                 raise UntrustedCertificate(
                     endpoint,

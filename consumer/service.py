@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from consumer.backpressure import BufferLimits
 from consumer.bulk import BulkLimits
 from consumer.config import Settings, rate_overrides
 from consumer.dead_letters import DeadLetterProducer
@@ -28,7 +29,7 @@ from consumer.metrics import Metrics
 from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.probes import make_app, serve
 from consumer.processor import Processor, ProcessorSettings
-from consumer.source import BufferLimits, KafkaSource, Lookback, consumer_config
+from consumer.source import KafkaSource, Lookback, consumer_config
 from consumer.status import Status
 from consumer.translate import Translator
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from consumer.backpressure import BufferLimits, to_pause
 from consumer.lookback import read_back
 from consumer.messages import Delivery, Outcome, normalise_headers
 from consumer.messages import TopicPartition as Where
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 _BATCH: Final = 500
 _POLL_TIMEOUT: Final = 0.05
-_RESUME_AT: Final = 0.8  # resume once buffers fall to 80% of their bound: no flapping
-_CROWDED: Final = 0.5  # above this share of the total bound, partitions get fair shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +41,6 @@ class Lookback:
     topics: list[str]
     records: int
     restore: Callable[[list[Delivery]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class BufferLimits:
-    total: int = 5_000
-    per_partition: int = 2_000
 
 
 def consumer_config(
@@ -209,26 +202,15 @@ class KafkaSource:
         self._metrics.buffered.set(pending)
 
     def _update_pauses(self, consumer: Consumer) -> None:
-        held = bool(self._status.holds())
-        total = sum(t.pending for t in self._trackers.values())
-        pause, resume = [], []
-        # Once the buffer is half used, no partition holds more than its fair share of it
-        # (shared among the partitions with work, i.e. not read to their end): a backlog
-        # on one topic must not starve the others, whose endpoints would sit idle.
-        crowded = total >= self._limits.total * _CROWDED
-        busy = sum(1 for w, t in self._trackers.items() if t.pending or w not in self._at_end)
-        share = self._limits.total / max(1, busy)
-        for where, tracker in self._trackers.items():
-            scale = _RESUME_AT if where in self._paused else 1.0
-            full = (
-                total >= self._limits.total * scale
-                or tracker.pending >= self._limits.per_partition * scale
-                or (crowded and tracker.pending >= share * scale)
-            )
-            if (held or full) and where not in self._paused:
-                pause.append(where)
-            elif not (held or full) and where in self._paused:
-                resume.append(where)
+        wanted = to_pause(
+            {where: tracker.pending for where, tracker in self._trackers.items()},
+            at_end=self._at_end,
+            paused=self._paused,
+            limits=self._limits,
+            held=bool(self._status.holds()),
+        )
+        pause = [w for w in wanted if w not in self._paused]
+        resume = [w for w in self._paused if w not in wanted]
         if pause:
             consumer.pause([TopicPartition(t, p) for t, p in pause])
             self._paused.update(pause)
