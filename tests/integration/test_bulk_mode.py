@@ -86,3 +86,27 @@ def test_a_refused_record_is_dead_lettered_alone_and_its_batch_applied(
     assert {"tier": 7} in [u["dataFields"] for u in carried]
     # The refused record rode in a request with others, which were applied.
     assert max(len(users) for users in _bulk_requests(emulator)) > 1
+
+
+def test_kill_9_mid_batch_loses_nothing_and_an_outage_is_waited_out(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    """Offsets move only past answered requests: a consumer killed with requests out, and
+    one facing an outage, leave nothing behind."""
+    # Slow answers and few users: the stream outlives two kills and the outage.
+    emulator.faults(latency_ms=200)
+    events = StreamBuilder(users=60).events(2000)
+    produce(kafka, topics, events)
+    for _ in range(2):
+        process = start(emulator, **BULK)
+        target = len(_bulk_requests(emulator)) + 3
+        wait_for(lambda: len(_bulk_requests(emulator)) >= target, 60, "bulk requests")  # noqa: B023 - used at once
+        process.kill()
+    # Longer than the next consumer takes to start and join: it meets the outage.
+    emulator.faults(outage_seconds=10)
+    start(emulator, **BULK)
+    wait_for(lambda: all_committed(kafka, group_id, topics), 120, "offsets committed to the end")
+
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
+    assert [r for t in topics.names for r in kafka.read_all(topics.dlq(t))] == []
+    assert any(c["status"] >= 500 for c in emulator.calls())
