@@ -298,8 +298,9 @@ class LocalKafka:
                 f"{libs}/*",
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                self._cluster_id,
+                # One argument: a base64url id may start with "-", which argparse would
+                # take for an option (one run in 64 failed to format).
+                f"--cluster-id={self._cluster_id}",
                 "-c",
                 str(properties),
                 "--ignore-formatted",
