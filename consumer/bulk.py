@@ -1,4 +1,4 @@
-"""`users/bulkUpdate` batches: bounded by users, bytes and linger time; one entry per user.
+"""`users/bulkUpdate` batches: bounded by users and bytes; one entry per user.
 
 Pure. Iterable reports per-record failures inside a 200, keyed by email or userId rather
 than by position (reference §2.3), so `failed_entries` maps them back by identifier; a batch
@@ -20,7 +20,7 @@ class BulkLimits:
     max_users: int = 1000
     # Below Iterable's 4 MB cap, leaving room for the envelope and any proxy's framing.
     max_bytes: int = MAX_REQUEST_BYTES - 64 * 1024
-    linger: float = 0.2
+    linger: float = 0.2  # how long bulk mode lets an entry wait for others (bulk_updates)
 
 
 @dataclass(slots=True)
@@ -28,7 +28,6 @@ class BulkBatch:
     """Users collected for one `bulkUpdate` request."""
 
     limits: BulkLimits
-    opened_at: float
     users: list[dict[str, Any]] = field(default_factory=list)
     _encoded: list[bytes] = field(default_factory=list)
     _size: int = len(_ENVELOPE[0]) + len(_ENVELOPE[1])
@@ -59,9 +58,6 @@ class BulkBatch:
 
     def full(self) -> bool:
         return len(self.users) >= self.limits.max_users
-
-    def due(self, now: float) -> bool:
-        return self.full() or (bool(self.users) and now - self.opened_at >= self.limits.linger)
 
     def body(self) -> bytes:
         return _ENVELOPE[0] + b",".join(self._encoded) + _ENVELOPE[1]

@@ -94,7 +94,7 @@ class BulkUpdates:
 
     def _take(self) -> tuple[list[_Entry], bytes]:
         """The oldest waiting entries that fit one request; a user's second entry waits."""
-        batch = BulkBatch(self._limits, opened_at=self._clock())
+        batch = BulkBatch(self._limits)
         taken: list[_Entry] = []
         kept: deque[_Entry] = deque()
         while self._waiting and not batch.full():
@@ -114,7 +114,7 @@ class BulkUpdates:
 
     async def _deliver(self, entries: list[_Entry], body: bytes | None = None) -> None:
         if body is None:
-            batch = BulkBatch(self._limits, opened_at=self._clock())
+            batch = BulkBatch(self._limits)
             for entry in entries:
                 batch.add(entry.call.payload)
             body = batch.body()
@@ -154,16 +154,6 @@ class BulkUpdates:
                         code=reason,
                     ),
                 )
-
-    async def aclose(self) -> None:
-        """Send everything waiting and wait for every request to be answered."""
-        while self._waiting or self._requests:
-            if self._requests:
-                await asyncio.wait(set(self._requests))
-            elif self._waiting:
-                entries, body = self._take()
-                if entries:
-                    await self._deliver(entries, body)
 
 
 def _settle(entry: _Entry, error: BaseException | None) -> None:

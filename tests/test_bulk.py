@@ -8,7 +8,7 @@ from consumer.bulk import BulkBatch, BulkLimits, failed_entries
 
 
 def test_a_batch_refuses_a_second_entry_for_the_same_user() -> None:
-    batch = BulkBatch(BulkLimits(), opened_at=0.0)
+    batch = BulkBatch(BulkLimits())
     assert batch.add({"email": "a@example.com", "userId": "1"})
     assert not batch.add({"userId": "1", "dataFields": {"x": 1}})
     assert batch.holds({"userId": "1"})
@@ -16,13 +16,13 @@ def test_a_batch_refuses_a_second_entry_for_the_same_user() -> None:
 
 
 def test_a_batch_is_bounded_by_users_and_bytes() -> None:
-    by_count = BulkBatch(BulkLimits(max_users=2), opened_at=0.0)
+    by_count = BulkBatch(BulkLimits(max_users=2))
     assert by_count.add({"email": "a@example.com"})
     assert by_count.add({"email": "b@example.com"})
     assert not by_count.add({"email": "c@example.com"})
     assert by_count.full()
 
-    by_bytes = BulkBatch(BulkLimits(max_bytes=200), opened_at=0.0)
+    by_bytes = BulkBatch(BulkLimits(max_bytes=200))
     assert by_bytes.add({"email": "a@example.com", "dataFields": {"blob": "x" * 100}})
     assert not by_bytes.add({"email": "b@example.com", "dataFields": {"blob": "x" * 100}})
     assert len(by_bytes.body()) <= 200
@@ -30,20 +30,12 @@ def test_a_batch_is_bounded_by_users_and_bytes() -> None:
 
 
 def test_the_body_is_the_bulk_update_request() -> None:
-    batch = BulkBatch(BulkLimits(), opened_at=0.0)
+    batch = BulkBatch(BulkLimits())
     batch.add({"email": "a@example.com", "dataFields": {"n": "ü"}})
     batch.add({"userId": "2"})
     assert json.loads(batch.body()) == {
         "users": [{"email": "a@example.com", "dataFields": {"n": "ü"}}, {"userId": "2"}]
     }
-
-
-def test_a_batch_is_due_after_linger_or_when_full() -> None:
-    batch = BulkBatch(BulkLimits(linger=0.5, max_users=2), opened_at=10.0)
-    assert not batch.due(10.6)  # empty batches are never due
-    batch.add({"email": "a@example.com"})
-    assert not batch.due(10.4)
-    assert batch.due(10.5)
 
 
 def test_failed_updates_map_back_to_the_right_entries() -> None:

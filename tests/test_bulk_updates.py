@@ -62,6 +62,16 @@ async def test_concurrent_updates_share_one_request() -> None:
     assert sizes == [50]
 
 
+async def test_a_lone_update_waits_its_linger_time_then_goes() -> None:
+    iterable = FakeIterable()
+    bulk = BulkUpdates(BulkLimits(linger=0.05), iterable.send)
+    lone = asyncio.create_task(bulk.update(update("a@x.com")))
+    await asyncio.sleep(0)
+    assert iterable.requests == []
+    await lone
+    assert [len(r) for r in iterable.requests] == [1]
+
+
 async def test_a_full_batch_leaves_without_waiting_for_the_linger_time() -> None:
     iterable = FakeIterable()
     bulk = BulkUpdates(BulkLimits(max_users=10, linger=3600), iterable.send)
@@ -131,7 +141,6 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
     await stays
     with pytest.raises(asyncio.CancelledError):
         await gone
-    await bulk.aclose()
     assert len(iterable.requests) == 1
 
 

@@ -150,7 +150,7 @@ async def test_bulk_partial_failure_maps_to_the_right_entries(
     fresh: EmulatorProcess, client: IterableClient
 ) -> None:
     await client.post(Endpoint.UPDATE, {"email": "typed@example.com", "dataFields": {"n": 1}})
-    batch = BulkBatch(BulkLimits(), opened_at=0.0)
+    batch = BulkBatch(BulkLimits())
     users = [
         {"email": "fine@example.com", "dataFields": {"n": 2}},
         {"email": "typed2@example.com", "dataFields": {"n": "two"}},
