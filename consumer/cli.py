@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from consumer import logs, service  # noqa: PLC0415 - keep `schema` free of the runtime
 
     settings = load(environ)
-    kafka = kafka_passthrough(environ)
+    kafka = kafka_passthrough(environ, settings.kafka_group_protocol)
     logs.configure(settings.log_level, settings.log_format)
     return asyncio.run(service.run(service.Wiring(settings, kafka)))
 
@@ -41,7 +41,7 @@ def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     try:
         settings = load(environ)
-        kafka = kafka_passthrough(environ)
+        kafka = kafka_passthrough(environ, settings.kafka_group_protocol)
     except ConfigError as exc:
         print(f"FAIL configuration: {exc}")
         return 1
@@ -59,7 +59,7 @@ def _replay(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = load(environ)
     count = replay(
         settings.kafka_bootstrap_servers,
-        kafka_passthrough(environ),
+        kafka_passthrough(environ, settings.kafka_group_protocol),
         dlq_topic=args.topic,
         group=f"{settings.kafka_group_id}.dlq-replay",
         limit=args.limit,

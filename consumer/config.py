@@ -22,7 +22,19 @@ from consumer.errors import ConfigError
 KAFKA_CONFIG_PREFIX = "KAFKA_CONFIG_"
 # librdkafka properties a deployment must not override: the delivery guarantees rest on them.
 _OWNED = frozenset(
-    {"group.id", "bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store"}
+    {
+        "group.id",
+        "bootstrap.servers",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "group.protocol",
+        "group.remote.assignor",
+    }
+)
+# With the next-generation protocol these live on the broker (`group.consumer.*`), and
+# librdkafka refuses them: say so at start, naming the variable, instead of a traceback.
+_BROKER_SIDE = frozenset(
+    {"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"}
 )
 
 
@@ -31,6 +43,9 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = Field(min_length=1)
     kafka_group_id: str = Field(default="iterable-consumer", min_length=1)
+    # KIP-848 with the broker's range assignor: partition i of both device topics on one
+    # member, incremental rebalances. `classic` (eager range) for brokers before Kafka 4.0.
+    kafka_group_protocol: Literal["consumer", "classic"] = "consumer"
     topic_user_changed: str = Field(default="user.changed", min_length=1)
     topic_device_registered: str = Field(default="device.registered", min_length=1)
     topic_push_revoked: str = Field(default="push.permission.revoked", min_length=1)
@@ -134,7 +149,9 @@ def load(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(variable, reason.removeprefix("Value error, ")) from None
 
 
-def kafka_passthrough(environ: Mapping[str, str]) -> dict[str, str]:
+def kafka_passthrough(
+    environ: Mapping[str, str], group_protocol: str = "consumer"
+) -> dict[str, str]:
     """librdkafka properties from `KAFKA_CONFIG_*` variables."""
     properties: dict[str, str] = {}
     for name, value in environ.items():
@@ -143,6 +160,12 @@ def kafka_passthrough(environ: Mapping[str, str]) -> dict[str, str]:
         key = name.removeprefix(KAFKA_CONFIG_PREFIX).lower().replace("_", ".")
         if key in _OWNED:
             raise ConfigError(name, f"{key} is managed by the service and cannot be overridden")
+        if group_protocol == "consumer" and key in _BROKER_SIDE:
+            raise ConfigError(
+                name,
+                f"{key} is set on the broker with KAFKA_GROUP_PROTOCOL=consumer"
+                " (group.consumer.* broker or group configs)",
+            )
         properties[key] = value
     return properties
 

@@ -118,7 +118,11 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     device_topics = [settings.topic_device_registered, settings.topic_push_revoked]
     source = KafkaSource(
         consumer_config(
-            settings.kafka_bootstrap_servers, settings.kafka_group_id, wiring.kafka, metrics
+            settings.kafka_bootstrap_servers,
+            settings.kafka_group_id,
+            wiring.kafka,
+            metrics,
+            settings.kafka_group_protocol,
         ),
         list(settings.topics),
         deliver=deliver,

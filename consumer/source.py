@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 _BATCH: Final = 500
 _POLL_TIMEOUT: Final = 0.05
 
+# Both keep partition i of the two device topics (equal partition counts) on one member,
+# which cross-topic device order needs (SPEC §5); the broker-side range assignor is also
+# sticky and incremental (KIP-848), the classic one eager.
+GROUP_PROTOCOLS: Final[dict[str, dict[str, str]]] = {
+    "consumer": {"group.protocol": "consumer", "group.remote.assignor": "range"},
+    "classic": {"group.protocol": "classic", "partition.assignment.strategy": "range"},
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Lookback:
@@ -44,14 +52,18 @@ class Lookback:
 
 
 def consumer_config(
-    bootstrap: str, group: str, passthrough: dict[str, str], metrics: Metrics
+    bootstrap: str,
+    group: str,
+    passthrough: dict[str, str],
+    metrics: Metrics,
+    protocol: str = "consumer",
 ) -> dict[str, Any]:
     """librdkafka settings that the delivery guarantees rely on, plus the passthrough."""
     return {
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
+        **GROUP_PROTOCOLS[protocol],
         "statistics.interval.ms": 5000,
         # librdkafka prefetches up to 64 MB by default on top of the service's own buffer;
         # 8 MB keeps that buffer fed (tens of thousands of events) at a fraction of the memory.

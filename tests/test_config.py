@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from consumer.bulk import BulkLimits
 from consumer.cli import main
 from consumer.config import kafka_passthrough, load
 from consumer.errors import ConfigError
+from consumer.metrics import Metrics
 from consumer.service import bulk_limits
+from consumer.source import consumer_config
 
 BASE = {"KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "ITERABLE_API_KEY": "secret-key"}
 
@@ -82,3 +85,20 @@ def test_run_with_bad_configuration_prints_one_line_and_exits_2(
     assert main(["run"], environ={"ITERABLE_API_KEY": "k"}) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["iterable-consumer: configuration error: KAFKA_BOOTSTRAP_SERVERS: is required"]
+
+
+def test_session_timeouts_are_refused_with_the_next_generation_protocol() -> None:
+    # librdkafka refuses them with group.protocol=consumer: the broker owns them (KIP-848).
+    with pytest.raises(ConfigError, match=r"KAFKA_CONFIG_SESSION_TIMEOUT_MS.*broker"):
+        kafka_passthrough({"KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000"})
+    assert kafka_passthrough({"KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000"}, "classic") == {
+        "session.timeout.ms": "6000"
+    }
+
+
+def test_the_default_group_protocol_co_partitions_the_device_topics() -> None:
+    config = consumer_config("b:9092", "g", {}, Metrics(CollectorRegistry()))
+    assert (config["group.protocol"], config["group.remote.assignor"]) == ("consumer", "range")
+    classic = consumer_config("b:9092", "g", {}, Metrics(CollectorRegistry()), "classic")
+    assert classic["partition.assignment.strategy"] == "range"
+    assert load(BASE).kafka_group_protocol == "consumer"

@@ -236,16 +236,12 @@ def consumer_churn(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTool
             victim.process.terminate()  # type: ignore[union-attr]
         start()
 
-    # Exact device state across members needs partition i of both device topics on one
-    # member (README): the range assignor gives that.
-    strategy = {"KAFKA_CONFIG_PARTITION_ASSIGNMENT_STRATEGY": "range"}
     return _run(
         "consumer churn (3 members)",
         kafka,
         emulator,
         profile,
         consumers=3,
-        extra_env=strategy,
         during=churn,
     )
 

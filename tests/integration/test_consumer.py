@@ -22,7 +22,6 @@ from consumer.dev.scenario import (
     normalise,
     produce,
     wait_for,
-    without_devices,
 )
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
@@ -127,22 +126,30 @@ def test_kill_9_three_times_mid_stream_loses_nothing(
     assert _dead_letters(kafka, topics) == []
 
 
-@pytest.mark.parametrize("strategy", ["cooperative-sticky", "range"])
+# The classic protocol keeps the session timeout in the client: short, as the broker's.
+CLASSIC = {
+    "KAFKA_GROUP_PROTOCOL": "classic",
+    "KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000",
+    "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "500",
+}
+
+
+@pytest.mark.parametrize("protocol", ["consumer", "classic"])
 def test_a_rebalance_mid_stream_keeps_order_and_loses_nothing(
     kafka: KafkaTools,
     group_id: str,
     topics: Topics,
     emulator: EmulatorProcess,
     start: Start,
-    strategy: str,
+    protocol: str,
 ) -> None:
-    """Device state is exact across members only when partition i of both device topics
-    lands on one member (range); with cooperative-sticky, profiles and order still are."""
+    """Both group protocols keep partition i of both device topics on one member, so
+    device state is exact across members, as are profiles and per-user order."""
     # Slow enough that the stream outlives both rebalances.
     emulator.faults(latency_ms=30)
     events = StreamBuilder(users=30).events(2000)
     produce(kafka, topics, events)
-    config = {"CONSUMER_MAX_IN_FLIGHT": "8", "KAFKA_CONFIG_PARTITION_ASSIGNMENT_STRATEGY": strategy}
+    config = {"CONSUMER_MAX_IN_FLIGHT": "8", **(CLASSIC if protocol == "classic" else {})}
     first = start(emulator, **config)
     wait_for(lambda: len(emulator.calls()) > 100, 60, "progress")
     second = start(emulator, **config)
@@ -153,10 +160,7 @@ def test_a_rebalance_mid_stream_keeps_order_and_loses_nothing(
     assert len(emulator.calls()) < len(events)  # it left mid-stream
     _settle(kafka, group_id, topics, timeout=120)
     assert first.probe("/readyz") == 200
-    actual, expected = normalise(emulator.state()["users"]), expected_state(events, "hybrid")
-    if strategy == "cooperative-sticky":
-        actual, expected = without_devices(actual), without_devices(expected)
-    assert actual == expected
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
     for user, order in first_application_order(emulator.calls()):
         assert order == sorted(order), f"updates for {user} first applied out of order"
 

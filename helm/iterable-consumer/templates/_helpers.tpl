@@ -81,6 +81,8 @@ api-key
   value: {{ .Values.kafka.bootstrapServers | quote }}
 - name: KAFKA_GROUP_ID
   value: {{ .Values.kafka.groupId | quote }}
+- name: KAFKA_GROUP_PROTOCOL
+  value: {{ .Values.kafka.groupProtocol | quote }}
 - name: TOPIC_USER_CHANGED
   value: {{ .Values.kafka.topics.userChanged | quote }}
 - name: TOPIC_DEVICE_REGISTERED
