@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from consumer.config import Settings
+from consumer.copartition import copartition_problem
 from consumer.endpoints import Endpoint
 from consumer.errors import IterableError
 from consumer.iterable import IterableClient
@@ -54,7 +55,13 @@ def _kafka(settings: Settings, kafka: dict[str, str], report: Report) -> bool:
             ok = False
         else:
             report(True, f"topic {topic} ({event_type}): {len(found.partitions)} partition(s)")
-    return ok
+    devices = (settings.topic_device_registered, settings.topic_push_revoked)
+    problem = copartition_problem(
+        {t: len(m.partitions) if (m := metadata.topics.get(t)) else None for t in devices}
+    )
+    if problem is not None:
+        report(False, problem)
+    return ok and problem is None
 
 
 _ACCESS = frozenset(

@@ -122,6 +122,11 @@ class Metrics:
             "1 while Iterable rejects the API key (401/403).",
             registry=registry,
         )
+        self.copartitioned = Gauge(
+            f"{p}device_topics_copartitioned",
+            "1 when both device topics have the same partition count (checked at start), else 0.",
+            registry=registry,
+        )
         self.last_poll = Gauge(
             f"{p}last_poll_timestamp_seconds",
             "When the consumer last polled Kafka.",

@@ -13,12 +13,16 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from consumer.backpressure import BufferLimits
 from consumer.bulk import BulkLimits
 from consumer.config import Settings, rate_overrides
+from consumer.copartition import copartition_problem
 from consumer.dead_letters import DeadLetterProducer
 from consumer.dlq import DeadLetterBreaker
 from consumer.endpoints import DEFAULT_RATES, Endpoint
@@ -138,6 +142,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         lookback=Lookback(device_topics, settings.consumer_device_lookback_records, restore),
     )
 
+    await asyncio.to_thread(_check_copartitioned, producer_config, device_topics, metrics)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(stop, signum))
     probes = await serve(
@@ -175,6 +180,22 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         await probes.cleanup()
     log.info("stopped")
     return 1 if failures else 0
+
+
+def _check_copartitioned(config: dict[str, Any], topics: list[str], metrics: Metrics) -> None:
+    """Say plainly, once at start, when cross-member device order cannot hold."""
+    try:
+        metadata = AdminClient(config).list_topics(timeout=10)
+    except KafkaException as exc:
+        log.warning("could not read the device topics' partitions", extra={"error": str(exc)})
+        return
+    found = {t: metadata.topics.get(t) for t in topics}
+    counts = {t: len(m.partitions) if m and m.error is None else None for t, m in found.items()}
+    problem = copartition_problem(counts)
+    if None not in counts.values():
+        metrics.copartitioned.set(0 if problem else 1)
+    if problem is not None:
+        log.error(problem)
 
 
 def _stopper(stop: threading.Event, signum: int) -> Callable[[], None]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 from consumer.dev.emulator.process import EmulatorProcess
-from consumer.dev.scenario import create_topics
+from consumer.dev.scenario import Topics, consumer_env, create_topics
+from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
 from consumer.dlq import dead_letter
 from consumer.errors import InvalidEvent
@@ -110,3 +112,38 @@ def test_dlq_replay_republishes_the_original_message_once(
     again = _cli("dlq", "replay", "--topic", letter.topic, env=env)
     assert "re-published 0 message(s)" in again.stdout
     assert len(kafka.read_all(source)) == 1
+
+
+def test_check_and_start_say_plainly_when_the_device_topics_are_not_co_partitioned(
+    kafka: KafkaTools, emulator: EmulatorProcess, consumers: list[ConsumerProcess]
+) -> None:
+    topics = create_topics(kafka)
+    revoked = kafka.create_topic(kafka.unique_name("revoked"), 2)
+    topics = Topics({**topics.names, "push.permission.revoked": revoked})
+    result = _cli("check", env=_env(kafka, emulator, topics.names, emulator.api_key))
+    assert result.returncode == 1
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failures) == 1
+    assert "not co-partitioned" in failures[0]
+    assert f"{revoked} has 2" in failures[0]
+
+    process = ConsumerProcess(
+        consumer_env(kafka, emulator, kafka.unique_name("group"), topics.env())
+    ).start()
+    consumers.append(process)
+    process.wait_ready()
+    assert "iterable_consumer_device_topics_copartitioned 0.0" in process.metrics()
+    lines = [json.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
+    assert any(line["level"] == "error" and "not co-partitioned" in line["event"] for line in lines)
+
+
+def test_a_consumer_on_co_partitioned_device_topics_reports_it(
+    kafka: KafkaTools, emulator: EmulatorProcess, consumers: list[ConsumerProcess]
+) -> None:
+    topics = create_topics(kafka)
+    process = ConsumerProcess(
+        consumer_env(kafka, emulator, kafka.unique_name("group"), topics.env())
+    ).start()
+    consumers.append(process)
+    process.wait_ready()
+    assert "iterable_consumer_device_topics_copartitioned 1.0" in process.metrics()
