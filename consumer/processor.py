@@ -315,6 +315,16 @@ class Processor:
             now = self._clock()
             self._breaker.record(outcome in (Outcome.DEAD_LETTERED, Outcome.INVALID), now)
             self.check_breaker()
+        if log.isEnabledFor(logging.DEBUG):  # one line per message: the demo's outcome table
+            log.debug(
+                "message finished",
+                extra={
+                    "topic": delivery.topic,
+                    "partition": delivery.partition,
+                    "offset": delivery.offset,
+                    "outcome": outcome.value,
+                },
+            )
         self._complete(delivery, outcome)
 
     def check_breaker(self) -> None:
