@@ -1,8 +1,9 @@
 """`users/bulkUpdate` batches: bounded by users and bytes; one entry per user.
 
 Pure. Iterable reports per-record failures inside a 200, keyed by email or userId rather
-than by position (reference §2.3), so `failed_entries` maps them back by identifier; a batch
-never holds two entries for one identifier, which keeps that mapping unambiguous.
+than by position (reference §2.3), so `read_failures` maps them back by identifier — any an
+entry carries, `dataFields.email` included; a batch never holds two entries sharing an
+identifier, which keeps that mapping unambiguous.
 """
 
 from __future__ import annotations
@@ -63,28 +64,66 @@ class BulkBatch:
         return _ENVELOPE[0] + b",".join(self._encoded) + _ENVELOPE[1]
 
 
-def failed_entries(response: Any, users: list[dict[str, Any]]) -> dict[int, str]:
-    """Index of each user the response reports as failed → the `failedUpdates` list naming it."""
-    failed = response.get("failedUpdates") if isinstance(response, dict) else None
-    if not isinstance(failed, dict):
-        return {}
-    by_email: dict[str, str] = {}
-    by_user_id: dict[str, str] = {}
-    for reason, identifiers in failed.items():
-        if not isinstance(identifiers, list):
-            continue
-        target = by_email if reason.endswith("Emails") else by_user_id
-        for identifier in identifiers:
-            target.setdefault(str(identifier), reason)
-    result: dict[int, str] = {}
+@dataclass(frozen=True, slots=True)
+class Failures:
+    """A `bulkUpdate` answer read against its entries.
+
+    `refused`: index of each entry a `failedUpdates` list names → that list's name.
+    `unaccounted`: failures that name no entry (counted in `failCount` beyond the named
+    ones, or naming an identifier no entry carries): some other entry failed unnamed.
+    """
+
+    refused: dict[int, str]
+    unaccounted: int = 0
+
+
+_NONE: Final = Failures({})
+
+
+def read_failures(response: Any, users: list[dict[str, Any]]) -> Failures:
+    """Which entries Iterable refused, by every identifier an entry carries (top level and
+    `dataFields`: a refused email change is named by its new email)."""
+    if not isinstance(response, dict):
+        return _NONE
+    lists = response.get("failedUpdates")
+    if not isinstance(lists, dict):  # the deprecated top-level lists, if that is all there is
+        lists = {k: response.get(k) for k in ("invalidEmails", "invalidUserIds")}
+    fail_count = response.get("failCount")
+    fail_count = fail_count if isinstance(fail_count, int) else 0
+    named = [(r, ids) for r, ids in lists.items() if isinstance(ids, list) and ids]
+    if not named and fail_count <= 0:  # the common answer: nothing failed
+        return _NONE
+    entries: dict[str, int] = {}
     for index, user in enumerate(users):
-        reason = by_email.get(str(user.get("email"))) if user.get("email") else None
-        if reason is None and user.get("userId"):
-            reason = by_user_id.get(str(user["userId"]))
-        if reason is not None:
-            result[index] = reason
-    return result
+        for identifier in _identifiers(user):
+            # A batch never holds an identifier twice; if a caller's list did, -1 = ambiguous.
+            entries[identifier] = -1 if identifier in entries else index
+    refused: dict[int, str] = {}
+    unnamed = 0
+    for reason, identifiers in named:
+        kind = "email" if reason.endswith("Emails") else "userId"
+        for identifier in identifiers:
+            index = entries.get(_identifier(kind, identifier), -1)
+            if index < 0:
+                unnamed += 1
+            else:
+                refused.setdefault(index, reason)
+    return Failures(refused, max(unnamed, fail_count - len(refused)))
 
 
 def _identifiers(user: dict[str, Any]) -> set[str]:
-    return {f"{key}:{user[key]}" for key in ("email", "userId") if user.get(key)}
+    """Every identifier an entry names: Iterable may report it under any of them."""
+    fields = user.get("dataFields")
+    sources = (user, fields) if isinstance(fields, dict) else (user,)
+    return {
+        _identifier(key, source[key])
+        for source in sources
+        for key in ("email", "userId")
+        if isinstance(source.get(key), str) and source[key]
+    }
+
+
+def _identifier(kind: str, value: object) -> str:
+    # Iterable stores emails lowercased and may report them so; userIds are case-sensitive.
+    text = str(value)
+    return f"email:{text.strip().lower()}" if kind == "email" else f"userId:{text}"

@@ -5,9 +5,13 @@ and a user's next update cannot leave before the request carrying the previous o
 been answered. Waiting entries go, oldest first, once a request's worth (users or bytes)
 is waiting or the oldest has waited its linger time, provided fewer than two requests are
 out: behind Iterable's 5 requests/s, entries keep gathering into full requests instead of
-queueing as half-empty ones. A whole request that Iterable refuses is split in halves
-until the refused entries stand alone; per-record failures (`failedUpdates`) fail only
-their own entries.
+queueing as half-empty ones. Per-record failures (`failedUpdates`) fail only their own
+entries; failures the answer counts but names no entry for send the unnamed entries again
+one by one. A request refused whole for its size (413) is halved; refused whole otherwise,
+it is halved once, and a half refused again sends its entries as single `users/update`
+calls: by then the cause is likely the request or many records, and singles have their own
+500/s budget where bisecting costs ~2n bulk requests at 5/s. A user's next event waits in
+its lane meanwhile, so bulk and single updates never overlap for one user (SPEC §6).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from consumer.bulk import BulkBatch, BulkLimits, failed_entries
+from consumer.bulk import BulkBatch, BulkLimits, read_failures
 from consumer.endpoints import Endpoint
 from consumer.errors import PermanentError
 from consumer.translate import Call
 
-Send = Callable[[Call, bytes], Awaitable[object]]
+# The processor's send: a bulk request with its encoded body, or a single call (body None).
+Send = Callable[[Call, bytes | None], Awaitable[object]]
 # Requests out (paced or on the wire) before waiting entries hold on for an answer: behind
 # the pace, a batch keeps filling rather than queueing half empty.
 _MAX_WAITING = 2
@@ -112,7 +117,10 @@ class BulkUpdates:
         self._waiting = kept
         return taken, batch.body()
 
-    async def _deliver(self, entries: list[_Entry], body: bytes | None = None) -> None:
+    async def _deliver(
+        self, entries: list[_Entry], body: bytes | None = None, *, halved: bool = False
+    ) -> None:
+        """Send entries as one request; `halved`: they are half of a request refused whole."""
         if body is None:
             batch = BulkBatch(self._limits)
             for entry in entries:
@@ -124,12 +132,7 @@ class BulkUpdates:
         try:
             response = await self._send(request, body)
         except PermanentError as exc:
-            if len(entries) == 1:
-                _settle(entries[0], exc)
-                return
-            # One bad record can sink the whole request: halve until it stands alone.
-            half = len(entries) // 2
-            await asyncio.gather(self._deliver(entries[:half]), self._deliver(entries[half:]))
+            await self._refused(entries, exc, halved)
             return
         except asyncio.CancelledError:
             for entry in entries:
@@ -139,21 +142,59 @@ class BulkUpdates:
             for entry in entries:
                 _settle(entry, exc)
             return
-        failed = failed_entries(response, [entry.call.payload for entry in entries])
+        failures = read_failures(response, [entry.call.payload for entry in entries])
+        unnamed: list[_Entry] = []
         for index, entry in enumerate(entries):
-            reason = failed.get(index)
-            if reason is None:
-                _settle(entry, None)
+            reason = failures.refused.get(index)
+            if reason is not None:
+                _settle(entry, _record_refused(reason))
+            elif failures.unaccounted:  # it may have failed unnamed: let Iterable say
+                unnamed.append(entry)
             else:
-                _settle(
-                    entry,
-                    PermanentError(
-                        Endpoint.BULK_UPDATE,
-                        f"Iterable refused this user's record ({reason})",
-                        status=200,
-                        code=reason,
-                    ),
-                )
+                _settle(entry, None)
+        if unnamed:
+            await self._singly(unnamed)
+
+    async def _refused(self, entries: list[_Entry], error: PermanentError, halved: bool) -> None:
+        """A request Iterable refused whole (4xx; 401/403 never reach here: `send` holds)."""
+        if len(entries) == 1:
+            _settle(entries[0], error)
+        elif not halved or error.status == 413 or error.code == "BatchTooLarge":
+            # Once for any refusal (one bad record leaves a half that passes), and again
+            # while the size is what Iterable refuses.
+            half = len(entries) // 2
+            await asyncio.gather(
+                self._deliver(entries[:half], halved=True),
+                self._deliver(entries[half:], halved=True),
+            )
+        else:
+            await self._singly(entries)
+
+    async def _singly(self, entries: list[_Entry]) -> None:
+        """Each entry as its own `users/update`: Iterable's answer is about that record."""
+        await asyncio.gather(*(self._single(entry) for entry in entries))
+
+    async def _single(self, entry: _Entry) -> None:
+        if entry.outcome.done():  # its caller is gone (revoked partition, shutdown)
+            return
+        try:
+            await self._send(entry.call, None)
+        except asyncio.CancelledError:
+            entry.outcome.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - the waiter must hear of the failure
+            _settle(entry, exc)
+        else:
+            _settle(entry, None)
+
+
+def _record_refused(reason: str) -> PermanentError:
+    return PermanentError(
+        Endpoint.BULK_UPDATE,
+        f"Iterable refused this user's record ({reason})",
+        status=200,
+        code=reason,
+    )
 
 
 def _settle(entry: _Entry, error: BaseException | None) -> None:

@@ -17,6 +17,7 @@ HEADER_PREFIX: Final = "dlq."
 SOURCE_TOPIC: Final = "dlq.source.topic"
 SOURCE_PARTITION: Final = "dlq.source.partition"
 SOURCE_OFFSET: Final = "dlq.source.offset"
+SOURCE_TIMESTAMP: Final = "dlq.source.timestamp"  # seconds; replay gives it back (no `time`)
 ERROR_CLASS: Final = "dlq.error.class"
 ERROR_MESSAGE: Final = "dlq.error.message"
 HTTP_STATUS: Final = "dlq.http.status"
@@ -47,6 +48,7 @@ def dead_letter(
     error: ConsumerError,
     attempts: int,
     failed_at: float,
+    source_timestamp: float | None = None,
 ) -> DeadLetter:
     """The record for a message that failed for good; earlier `dlq.*` headers are replaced."""
     added: list[tuple[str, str]] = [
@@ -58,6 +60,8 @@ def dead_letter(
         (ATTEMPTS, str(attempts)),
         (FAILED_AT, f"{failed_at:.3f}"),
     ]
+    if source_timestamp is not None:
+        added.append((SOURCE_TIMESTAMP, f"{source_timestamp:.3f}"))
     if isinstance(error, IterableError):
         if error.status is not None:
             added.append((HTTP_STATUS, str(error.status)))

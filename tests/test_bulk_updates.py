@@ -11,7 +11,7 @@ import pytest
 from consumer.bulk import BulkLimits
 from consumer.bulk_updates import BulkUpdates
 from consumer.endpoints import Endpoint
-from consumer.errors import PermanentError, TransientError
+from consumer.errors import CredentialsError, PermanentError, TransientError
 from consumer.translate import Call
 
 pytestmark = pytest.mark.anyio
@@ -23,23 +23,46 @@ def anyio_backend() -> str:
 
 
 class FakeIterable:
-    """Answers bulkUpdate like Iterable: a bad email fails its record, `boom` the request."""
+    """Answers like Iterable: a bad email fails its record, `boom` the whole request (and
+    a single update of it), `unnamed` fails its record without naming it; `refuse_bulk`
+    refuses every bulkUpdate whole (a request Iterable cannot take), `max_users` refuses
+    larger ones with 413. Counts bulk requests and single `users/update` calls."""
 
     def __init__(self) -> None:
         self.requests: list[list[dict[str, Any]]] = []
+        self.singles: list[dict[str, Any]] = []
         self.transient = False
+        self.refuse_bulk = False
+        self.max_users: int | None = None
+        self.applied: set[str] = set()
 
-    async def send(self, call: Call, body: bytes) -> object:
+    async def send(self, call: Call, body: bytes | None) -> object:
+        await asyncio.sleep(0)
+        if call.endpoint is Endpoint.UPDATE:
+            assert body is None
+            self.singles.append(call.payload)
+            if call.payload["dataFields"].get("boom") or call.payload["dataFields"].get("unnamed"):
+                raise PermanentError(Endpoint.UPDATE, "Invalid data", status=400, code="BadParams")
+            self.applied.add(call.payload["email"])
+            return {"code": "Success"}
         assert call.endpoint is Endpoint.BULK_UPDATE
+        assert body is not None
         users = json.loads(body)["users"]
         self.requests.append(users)
-        await asyncio.sleep(0)
         if self.transient:
             raise TransientError(Endpoint.BULK_UPDATE, "timed out")
-        if any(u.get("dataFields", {}).get("boom") for u in users):
+        if self.max_users is not None and len(users) > self.max_users:
+            raise PermanentError(Endpoint.BULK_UPDATE, "too large", status=413)
+        if self.refuse_bulk or any(u.get("dataFields", {}).get("boom") for u in users):
             raise PermanentError(Endpoint.BULK_UPDATE, "Invalid JSON body", status=400)
         bad = [u["email"] for u in users if "@" not in u.get("email", "@")]
-        return {"successCount": len(users) - len(bad), "failedUpdates": {"invalidEmails": bad}}
+        unnamed = [u for u in users if u.get("dataFields", {}).get("unnamed")]
+        self.applied.update(u["email"] for u in users if u not in unnamed and "@" in u["email"])
+        return {
+            "successCount": len(users) - len(bad) - len(unnamed),
+            "failCount": len(bad) + len(unnamed),
+            "failedUpdates": {"invalidEmails": bad},
+        }
 
 
 def update(email: str, **fields: Any) -> Call:
@@ -103,7 +126,7 @@ async def test_a_refused_record_fails_only_its_own_update() -> None:
     assert "not-an-email" not in str(results[1])
 
 
-async def test_a_refused_request_is_halved_until_the_bad_record_stands_alone() -> None:
+async def test_a_bad_record_in_a_refused_request_fails_alone() -> None:
     iterable = FakeIterable()
     bulk = BulkUpdates(BulkLimits(linger=0.01), iterable.send)
     calls = [update(f"u{n}@x.com", boom=n == 5) for n in range(16)]
@@ -112,15 +135,61 @@ async def test_a_refused_request_is_halved_until_the_bad_record_stands_alone() -
     assert failed == [5]
     assert isinstance(results[5], PermanentError)
     assert results[5].status == 400
-    # 1 + 2 + 2 + 2 + 2 requests: log2(16) halvings, not one request per record.
-    assert len(iterable.requests) == 9
-    accepted = {
-        u["email"]
-        for r in iterable.requests
-        if not any(u["dataFields"]["boom"] for u in r)
-        for u in r
-    }
-    assert accepted == {f"u{n}@x.com" for n in range(16) if n != 5}
+    assert iterable.applied == {f"u{n}@x.com" for n in range(16) if n != 5}
+    # The request, its two halves; the refused half's 8 records alone, at 500/s.
+    assert (len(iterable.requests), len(iterable.singles)) == (3, 8)
+
+
+async def test_a_request_refused_whole_costs_three_bulk_requests_not_two_per_record() -> None:
+    iterable = FakeIterable()
+    iterable.refuse_bulk = True
+    bulk = BulkUpdates(BulkLimits(linger=0.01), iterable.send)
+    results = await outcomes(bulk, [update(f"u{n}@x.com", boom=n == 7) for n in range(1000)])
+    # ~2,000 requests at 5/s (7 minutes) by halving; now 3, then each record alone.
+    assert len(iterable.requests) == 3
+    assert len(iterable.singles) == 1000
+    assert [n for n, result in enumerate(results) if result is not None] == [7]
+    assert len(iterable.applied) == 999
+
+
+async def test_a_request_too_large_is_halved_until_it_fits_and_stays_bulk() -> None:
+    iterable = FakeIterable()
+    iterable.max_users = 100
+    bulk = BulkUpdates(BulkLimits(linger=0.01), iterable.send)
+    results = await outcomes(bulk, [update(f"u{n}@x.com") for n in range(400)])
+    assert results == [None] * 400
+    assert iterable.singles == []
+    assert len(iterable.applied) == 400
+    assert sorted(len(r) for r in iterable.requests if len(r) <= 100) == [100] * 4
+
+
+async def test_wrong_credentials_fail_the_request_without_splitting_it() -> None:
+    requests: list[bytes | None] = []
+
+    async def refusing(call: Call, body: bytes | None) -> object:
+        requests.append(body)
+        raise CredentialsError(Endpoint.BULK_UPDATE, "Invalid API key", status=401)
+
+    bulk = BulkUpdates(BulkLimits(linger=0.01), refusing)
+    results = await outcomes(bulk, [update(f"u{n}@x.com") for n in range(8)])
+    assert all(isinstance(r, CredentialsError) for r in results)
+    assert len(requests) == 1
+
+
+async def test_a_failure_counted_but_not_named_is_never_reported_ok() -> None:
+    iterable = FakeIterable()
+    bulk = BulkUpdates(BulkLimits(linger=0.01), iterable.send)
+    calls = [update(f"u{n}@x.com", unnamed=n == 2) for n in range(5)] + [update("bad")]
+    results = await outcomes(bulk, calls)
+    # `failCount` 2, one named: the named one fails with its reason; the other four are
+    # sent alone, and Iterable's answer to each says which one failed.
+    assert isinstance(results[5], PermanentError)
+    assert results[5].code == "invalidEmails"
+    assert isinstance(results[2], PermanentError)
+    assert results[2].code == "BadParams"
+    assert [n for n, result in enumerate(results) if result is None] == [0, 1, 3, 4]
+    assert len(iterable.requests) == 1
+    assert sorted(s["email"] for s in iterable.singles) == [f"u{n}@x.com" for n in range(5)]
 
 
 async def test_a_failed_request_fails_every_update_in_it() -> None:

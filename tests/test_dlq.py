@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from consumer.dlq import DeadLetterBreaker, dead_letter, original_headers, source_of
 from consumer.errors import InvalidEvent, PermanentError
+from consumer.replay import destination
 
 
 def _record(error: Exception, headers: tuple[tuple[str, bytes], ...] = ()) -> dict[str, bytes]:
@@ -69,3 +70,26 @@ def test_old_outcomes_leave_the_window() -> None:
     for now in (20, 21, 22):
         breaker.record(False, now)
     assert not breaker.is_open(22)
+
+
+def test_a_dead_letter_keeps_the_source_timestamp_for_replay() -> None:
+    record = dead_letter(
+        dlq_topic="d",
+        source_topic="s",
+        partition=2,
+        offset=1,
+        key=None,
+        value=b"v",
+        headers=(),
+        error=InvalidEvent("data", "broken"),
+        attempts=0,
+        failed_at=2.0,
+        source_timestamp=1_700_000_000.125,
+    )
+    assert destination(record.headers, 1_800_000_000_000) == (2, 1_700_000_000_125)
+
+
+def test_replay_falls_back_to_the_letter_timestamp_and_the_key() -> None:
+    assert destination((("dlq.source.partition", b"1"),), 5_000) == (1, 5_000)
+    assert destination((("dlq.source.partition", b"x"),), None) == (None, 0)
+    assert destination((("dlq.source.timestamp", b"nan"),), -1) == (None, 0)

@@ -25,6 +25,7 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int | None = None
     offset: int | None = None
+    timestamp: float | None = None  # seconds; None: the producer's clock (as produced)
 
 
 class KafkaTools:
@@ -75,6 +76,7 @@ class KafkaTools:
                         key=record.key,
                         partition=-1 if record.partition is None else record.partition,
                         headers=list(record.headers),
+                        timestamp=0 if record.timestamp is None else int(record.timestamp * 1000),
                         on_delivery=_report,
                     )
                     break
@@ -171,6 +173,7 @@ def _record(msg: Message) -> Record:
         headers=headers,
         partition=msg.partition(),
         offset=msg.offset(),
+        timestamp=msg.timestamp()[1] / 1000,
     )
 
 

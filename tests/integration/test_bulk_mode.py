@@ -88,6 +88,43 @@ def test_a_refused_record_is_dead_lettered_alone_and_its_batch_applied(
     assert max(len(users) for users in _bulk_requests(emulator)) > 1
 
 
+def test_bulk_mode_dead_letters_a_record_refused_through_its_data_fields_email(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    """About bulk mode (hence ITERABLE_USER_UPDATE_MODE=bulk, every other setting default):
+    Iterable names a refused email change by the email in `dataFields`, not by the record's
+    userId; that record is dead-lettered with the reason and its batch-mates applied."""
+    builder = StreamBuilder(users=30)
+    events = builder.events(300)
+    # u3 moves to u4's address: refused as `conflictEmails: [user4@…]`.
+    moved = {"userId": "u3", "email": "user4@example.com", "previousEmail": "user3@example.com"}
+    conflict = builder.make("user.changed", "u3", moved)
+    # A malformed address in dataFields: refused as `invalidEmails: [not-an-email]`.
+    malformed = builder.make(
+        "user.changed", "u5", {"userId": "u5", "dataFields": {"email": "not-an-email"}}
+    )
+    events += [conflict, malformed, *builder.events(300)]
+    produce(kafka, topics, events)
+    start(emulator, ITERABLE_USER_UPDATE_MODE="bulk")
+    wait_for(lambda: all_committed(kafka, group_id, topics), 60, "offsets committed to the end")
+
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
+    letters = {r.value: dict(r.headers) for r in kafka.read_all(topics.dlq("user.changed"))}
+    assert set(letters) == {conflict.record.value, malformed.record.value}
+    assert letters[conflict.record.value]["dlq.iterable.code"] == b"conflictEmails"
+    assert letters[malformed.record.value]["dlq.iterable.code"] == b"invalidEmails"
+    for headers in letters.values():
+        assert b"example.com" not in headers["dlq.error.message"]
+    # Each refused record rode in a request with others, which were applied.
+    carrying = [
+        users
+        for users in _bulk_requests(emulator)
+        if any("email" in (u.get("dataFields") or {}) for u in users)
+    ]
+    assert carrying
+    assert all(len(users) > 1 for users in carrying)
+
+
 def test_kill_9_mid_batch_loses_nothing_and_an_outage_is_waited_out(
     kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
 ) -> None:

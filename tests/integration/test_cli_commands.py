@@ -6,13 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from consumer.dev.emulator.process import EmulatorProcess
-from consumer.dev.scenario import Topics, consumer_env, create_topics
+from consumer.dev.scenario import Topics, all_committed, consumer_env, create_topics, wait_for
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
 from consumer.dlq import dead_letter
 from consumer.errors import InvalidEvent
+
+Start = Callable[..., ConsumerProcess]
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -147,3 +152,94 @@ def test_a_consumer_on_co_partitioned_device_topics_reports_it(
     consumers.append(process)
     process.wait_ready()
     assert "iterable_consumer_device_topics_copartitioned 1.0" in process.metrics()
+
+
+def _letter(source: str, partition: int, key: bytes, source_timestamp: float | None) -> Record:
+    letter = dead_letter(
+        dlq_topic=f"{source}.dlq",
+        source_topic=source,
+        partition=partition,
+        offset=3,
+        key=key,
+        value=b'{"n": %d}' % partition,
+        headers=(),
+        error=InvalidEvent("data", "broken"),
+        attempts=0,
+        failed_at=0.0,
+        source_timestamp=source_timestamp,
+    )
+    return Record(letter.key, letter.value, letter.headers)
+
+
+def test_dlq_replay_puts_each_record_back_on_its_partition_with_its_timestamp(
+    kafka: KafkaTools, emulator: EmulatorProcess
+) -> None:
+    topics = create_topics(kafka).names
+    source = topics["device.registered"]
+    old = 1_700_000_000.25  # the source message's timestamp, long before the replay
+    letters = []
+    for n in range(6):
+        key = f"tok-{n}".encode()
+        # Never where librdkafka's partitioner (CRC32 of the key) would put it.
+        partition = (zlib.crc32(key) % 3 + 1) % 3
+        if n % 2:  # a letter with `dlq.source.timestamp`
+            letters.append(_letter(source, partition, key, old + n))
+        else:  # an older letter without it: its own timestamp (when it failed) stands in
+            letters.append(replace(_letter(source, partition, key, None), timestamp=old + n))
+    kafka.produce(f"{source}.dlq", letters)
+    env = {
+        **_env(kafka, emulator, topics, emulator.api_key),
+        "KAFKA_GROUP_ID": kafka.unique_name("g"),
+    }
+
+    done = _cli("dlq", "replay", "--topic", f"{source}.dlq", env=env)
+    assert done.returncode == 0, done.stderr
+    replayed = {r.key: r for r in kafka.read_all(source)}
+    assert len(replayed) == 6
+    for n, letter in enumerate(letters):
+        copy = replayed[letter.key]
+        assert copy.value == letter.value
+        assert copy.partition == (zlib.crc32(letter.key or b"") % 3 + 1) % 3
+        assert copy.timestamp == old + n
+        assert copy.headers == ()
+
+
+def test_a_replayed_registration_without_time_does_not_undo_a_later_revocation(
+    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+) -> None:
+    """Events without `time` are ordered by their Kafka timestamp: a registration that
+    failed, replayed after the device was revoked, must not look newest and re-enable it."""
+    token, ids = "tok-r", {"userId": "u1", "email": "user1@example.com"}
+
+    def event(event_type: str, n: int, data: Mapping[str, object]) -> Record:
+        envelope = {"specversion": "1.0", "id": f"e{n}", "source": "/t", "type": event_type}
+        return Record(token.encode(), json.dumps({**envelope, "data": data}).encode())
+
+    def device_enabled() -> bool | None:
+        user = emulator.user_by_id("u1")
+        devices = (user or {}).get("dataFields", {}).get("devices", [])
+        return next((d["endpointEnabled"] for d in devices if d["token"] == token), None)
+
+    device = {"token": token, "platform": "APNS", "applicationName": "App"}
+    registration = {**ids, "device": device}
+    start(emulator)
+    kafka.produce(topics.names["device.registered"], [event("device.registered", 1, registration)])
+    wait_for(lambda: device_enabled() is True, 30, "the device registered")
+    # Iterable refuses the re-registration (say a bad deploy): it is dead-lettered.
+    emulator.faults(error_rates={"400": 1.0})
+    again = {**ids, "device": {**device, "dataFields": {"appVersion": "2"}}}
+    kafka.produce(topics.names["device.registered"], [event("device.registered", 2, again)])
+    dlq = topics.dlq("device.registered")
+    wait_for(lambda: kafka.end_offsets(dlq)[0] == 1, 30, "the registration dead-lettered")
+    emulator.faults(error_rates={})
+    revocation = {"token": token, "userId": "u1"}
+    kafka.produce(
+        topics.names["push.permission.revoked"], [event("push.permission.revoked", 3, revocation)]
+    )
+    wait_for(lambda: device_enabled() is False, 30, "the device revoked")
+
+    env = {**_env(kafka, emulator, topics.names, emulator.api_key), "KAFKA_GROUP_ID": group_id}
+    done = _cli("dlq", "replay", "--topic", dlq, env=env)
+    assert "re-published 1 message(s)" in done.stdout, done.stderr
+    wait_for(lambda: all_committed(kafka, group_id, topics), 30, "the replayed registration read")
+    assert device_enabled() is False

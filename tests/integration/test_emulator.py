@@ -329,6 +329,38 @@ def test_bulk_update_reports_failures_by_identifier(hybrid: EmulatorProcess) -> 
     assert hybrid.user_by_email("ok@example.com")["dataFields"] == {"n": 2}  # type: ignore[index]
 
 
+def test_bulk_update_names_a_refused_data_fields_email(hybrid: EmulatorProcess) -> None:
+    """An email change through `dataFields.email` is refused under that email (OpenAPI
+    `FailedUserUpdates`: "found either at the top level … or in dataFields"), and the
+    refused record changes nothing."""
+    _ok(hybrid, "update", {"userId": "owner", "email": "taken@example.com"})
+    _ok(hybrid, "update", {"userId": "mover", "email": "old@example.com"})
+    result = _ok(
+        hybrid,
+        "bulkUpdate",
+        {
+            "users": [
+                {"userId": "mover", "dataFields": {"email": "taken@example.com", "n": 1}},
+                {"userId": "newcomer", "dataFields": {"email": "Taken@example.com"}},
+                {"userId": "typo", "dataFields": {"email": "not-an-email"}},
+                {"userId": "fine", "dataFields": {"email": "fine@example.com"}},
+            ]
+        },
+    )
+    assert openapi_errors("UserBulkUpdateListResponse", result) == []
+    assert (result["successCount"], result["failCount"]) == (1, 3)
+    failed = result["failedUpdates"]
+    assert failed["conflictEmails"] == ["taken@example.com", "taken@example.com"]
+    assert failed["invalidEmails"] == ["not-an-email"]
+    assert failed["conflictUserIds"] == failed["invalidUserIds"] == []
+    mover = hybrid.user_by_id("mover")
+    assert mover is not None
+    assert (mover["email"], mover["dataFields"]) == ("old@example.com", {})
+    assert hybrid.user_by_id("newcomer") is None
+    assert hybrid.user_by_id("typo") is None
+    assert hybrid.user_by_email("fine@example.com") is not None
+
+
 def test_bulk_update_over_4_mb_is_refused(hybrid: EmulatorProcess) -> None:
     users = [
         {"email": f"u{i}@example.com", "dataFields": {"blob": "x" * 1000}} for i in range(4200)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from consumer.backoff import Backoff
-from consumer.bulk import BulkBatch, BulkLimits, failed_entries
+from consumer.bulk import BulkBatch, BulkLimits, Failures, read_failures
 from consumer.dev.emulator.process import EmulatorProcess
 from consumer.endpoints import Endpoint
 from consumer.errors import CredentialsError, PermanentError
@@ -160,6 +160,8 @@ async def test_bulk_partial_failure_maps_to_the_right_entries(
     for user in users:
         assert batch.add(user)
     response = await client.post(Endpoint.BULK_UPDATE, json.loads(batch.body()))
-    assert failed_entries(response, batch.users) == {1: "invalidDataEmails", 2: "invalidUserIds"}
+    assert read_failures(response, batch.users) == Failures(
+        {1: "invalidDataEmails", 2: "invalidUserIds"}
+    )
     assert fresh.user_by_email("fine@example.com") is not None
     assert fresh.user_by_id("fine-2") is not None

@@ -31,6 +31,9 @@ UNVERIFIED_CHOICES: Final = {
     "disableDevice naming an unknown user": "200 Success, nothing changes (like an unknown token)",
     "updateEmail whose current email is unknown": "400 UnknownEmailError",
     "bulkUpdate over 4 MB": "413 BatchTooLarge",
+    "bulkUpdate list naming a refused identifier change": (
+        "the offending email (lowercased when valid) or userId, even from dataFields"
+    ),
     "mergeNestedObjects depth": "merges one level (the top-level object's keys)",
     "null in dataFields": "stored as null; does not delete the field",
     "device read-back keys": (
@@ -48,13 +51,21 @@ class ApiError(Exception):
     """A rejection as Iterable sends it: HTTP status and the `{msg, code, params}` envelope."""
 
     def __init__(
-        self, status: int, code: str, msg: str, params: dict[str, Any] | None = None
+        self,
+        status: int,
+        code: str,
+        msg: str,
+        params: dict[str, Any] | None = None,
+        *,
+        offending: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {msg}")
         self.status = status
         self.code = code
         self.msg = msg
         self.params = params
+        # ("Emails" | "UserIds", value): the identifier a bulkUpdate failure list names.
+        self.offending = offending
 
 
 @dataclass
@@ -150,13 +161,23 @@ class Project:
     def valid_email(email: str, label: str = "email") -> str:
         normalised = email.strip().lower()
         if len(normalised) > 254 or not _EMAIL.match(normalised):
-            raise ApiError(400, "InvalidEmailAddressError", f"Invalid {label}: {email}")
+            raise ApiError(
+                400,
+                "InvalidEmailAddressError",
+                f"Invalid {label}: {email}",
+                offending=("Emails", email),
+            )
         return normalised
 
     @staticmethod
     def valid_user_id(user_id: str) -> str:
         if not _USER_ID.match(user_id):
-            raise ApiError(400, "InvalidUserIdError", f"Invalid userId: {user_id}")
+            raise ApiError(
+                400,
+                "InvalidUserIdError",
+                f"Invalid userId: {user_id}",
+                offending=("UserIds", user_id),
+            )
         return user_id
 
     def find(self, identity: Identity) -> User | None:
@@ -205,7 +226,7 @@ class Project:
             if owner.user_id is None:
                 owner.user_id = identity.user_id  # claim the email-only profile
                 return owner
-            raise ApiError(409, "EmailAlreadyExists", f"Email {email} belongs to another user")
+            raise _email_conflict(email)
         stamp = _timestamp(now)
         user = User(email, identity.user_id, signup_date=stamp, profile_updated_at=stamp)
         self.users.append(user)
@@ -215,7 +236,7 @@ class Project:
 
     def _change_email(self, user: User, new_email: str) -> None:
         if self.project_type != "userId" and new_email in self._by_email:
-            raise ApiError(409, "EmailAlreadyExists", f"Email {new_email} already exists")
+            raise _email_conflict(new_email)
         if user.email is not None:
             self._by_email.pop(user.email, None)
         user.email = new_email
@@ -238,7 +259,9 @@ class Project:
         if isinstance(new_user_id, str):
             new_user_id = self.valid_user_id(new_user_id)
         self.check_types(fields)
-        existed = self._identified(identity) and self.find(identity) is not None
+        target = self.find(identity) if self._identified(identity) else None
+        self._check_identifier_change(identity, target, new_email, new_user_id)
+        existed = target is not None
         user = self.resolve(identity, now)
         if isinstance(new_email, str) and new_email != user.email:
             self._change_email(user, new_email)
@@ -247,13 +270,26 @@ class Project:
         self._merge(user, fields, bool(body.get("mergeNestedObjects", False)), now)
         return "User updated" if existed else "User created"
 
+    def _check_identifier_change(
+        self, identity: Identity, target: User | None, new_email: Any, new_user_id: Any
+    ) -> None:
+        """Refuse a dataFields identifier another profile holds before anything changes."""
+        if isinstance(new_email, str) and new_email != identity.email:
+            owner = self._by_email.get(new_email) if self.project_type != "userId" else None
+            if owner is not None and owner is not target:
+                raise _email_conflict(new_email)
+        if isinstance(new_user_id, str) and self.project_type != "email":
+            other = self.by_user_id(new_user_id)
+            if other is not None and other is not target:
+                raise _user_id_conflict(new_user_id)
+
     def _identified(self, identity: Identity) -> bool:
         return identity.email is not None or identity.user_id is not None
 
     def _change_user_id(self, user: User, user_id: str) -> None:
         other = self.by_user_id(user_id)
         if self.project_type != "email" and other is not None and other is not user:
-            raise ApiError(409, "UserIdAlreadyExists", f"userId {user_id} already exists")
+            raise _user_id_conflict(user_id)
         user.user_id = user_id
 
     def check_types(self, fields: dict[str, Any], prefix: str = "") -> None:
@@ -341,7 +377,7 @@ class Project:
             try:
                 self.update(record, now)
             except ApiError as exc:
-                bucket, identifier = _bulk_failure(exc.code, record)
+                bucket, identifier = _bulk_failure(exc, record)
                 failed[bucket].append(identifier)
             else:
                 success += 1
@@ -453,15 +489,32 @@ class Project:
                 self._by_email.pop(user.email, None)
 
 
-def _bulk_failure(code: str, record: dict[str, Any]) -> tuple[str, str]:
-    """Which `failedUpdates` list a rejected record lands in, and under which identifier."""
+def _email_conflict(email: str) -> ApiError:
+    return ApiError(
+        409, "EmailAlreadyExists", f"Email {email} already exists", offending=("Emails", email)
+    )
+
+
+def _user_id_conflict(user_id: str) -> ApiError:
+    return ApiError(
+        409,
+        "UserIdAlreadyExists",
+        f"userId {user_id} already exists",
+        offending=("UserIds", user_id),
+    )
+
+
+def _bulk_failure(error: ApiError, record: dict[str, Any]) -> tuple[str, str]:
+    """Which `failedUpdates` list a rejected record lands in, and under which identifier:
+    the offending one where there is one (possibly from dataFields), else the record's."""
+    code = error.code
     email, user_id = record.get("email"), record.get("userId")
     key = "Emails" if isinstance(email, str) else "UserIds"
     identifier = str(email if key == "Emails" else user_id)
-    if code == "InvalidEmailAddressError":
-        return "invalidEmails", str(email)
-    if code == "InvalidUserIdError":
-        return "invalidUserIds", str(user_id)
+    if error.offending is not None:
+        key, identifier = error.offending
+    if code in ("InvalidEmailAddressError", "InvalidUserIdError"):
+        return f"invalid{key}", identifier
     if code == "UnknownUserIdError":
         return "notFoundUserIds", str(user_id)
     if code in ("EmailAlreadyExists", "UserIdAlreadyExists"):
