@@ -296,6 +296,7 @@ class Processor:
             error=error,
             attempts=attempts,
             failed_at=self._wall(),
+            source_timestamp=delivery.timestamp,
         )
         await self._dead_letters.send(record)
         self._metrics.dead_letters.labels(topic=delivery.topic).inc()

@@ -100,6 +100,8 @@ async def test_a_permanent_rejection_is_dead_lettered_with_its_status() -> None:
     assert finished == [(0, Outcome.DEAD_LETTERED)]
     headers = dict(sink.letters[0].headers)
     assert (headers["dlq.http.status"], headers["dlq.iterable.code"]) == (b"400", b"BadParams")
+    # The source message's Kafka timestamp travels along, so a replay keeps it.
+    assert headers["dlq.source.timestamp"] == b"0.000"
 
 
 async def test_with_a_retry_limit_an_exhausted_transient_failure_is_dead_lettered() -> None:
