@@ -10,13 +10,15 @@ dropped uncommitted and the partition's next owner does it again.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from consumer.bulk import BulkLimits
 from consumer.bulk_updates import BulkUpdates
@@ -40,6 +42,8 @@ from consumer.status import CREDENTIALS, DEAD_LETTER_CIRCUIT, Status
 from consumer.translate import Call, Translator
 
 log = logging.getLogger(__name__)
+
+_DEAD: Final = frozenset({Outcome.DEAD_LETTERED, Outcome.INVALID})
 
 
 class DeadLetterSink(Protocol):
@@ -106,6 +110,12 @@ class Processor:
         self._revoked: dict[Where, int] = {}  # partition → newest revoked epoch
         self._credentials_ok = asyncio.Event()
         self._credentials_ok.set()
+        self._circuit_closed = asyncio.Event()
+        self._circuit_closed.set()
+        self._gated: set[asyncio.Event] = set()  # work waiting at the circuit, to wake
+        # Per partition, dead letters waiting for their outcome to be counted (offset heap).
+        self._parked: dict[Where, list[tuple[int, int, asyncio.Event]]] = {}
+        self._parking = itertools.count()
         self._bulk = (
             BulkUpdates(settings.bulk, self._send, observe=metrics.bulk_users.observe)
             if settings.bulk is not None
@@ -127,6 +137,7 @@ class Processor:
                 lane.task = asyncio.create_task(self._run_lane(key, lane))
 
     def _item(self, delivery: Delivery) -> _Item | None:
+        self._breaker.expect(delivery.where, delivery.offset)
         try:
             event = parse(
                 delivery.value,
@@ -185,9 +196,10 @@ class Processor:
                 await asyncio.sleep(1.0)
 
     async def _process(self, item: _Item) -> Outcome:
+        await self._circuit_gate(item)
         if item.event is None:
             assert item.error is not None  # noqa: S101 - an item has an event or an error
-            await self._dead_letter(item.delivery, item.error, attempts=0)
+            await self._give_up(item, item.error, attempts=0)
             return Outcome.INVALID
         event, data = item.event, item.event.data
         device = data if isinstance(data, DeviceRegistered | PushPermissionRevoked) else None
@@ -204,10 +216,10 @@ class Processor:
             except PermanentError as exc:
                 if call.email_change and await self._email_change_applied(call):
                     continue
-                await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
+                await self._give_up(item, exc, attempts=exc.attempts)
                 return Outcome.DEAD_LETTERED
             except TransientError as exc:  # only with ITERABLE_MAX_ATTEMPTS set
-                await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
+                await self._give_up(item, exc, attempts=exc.attempts)
                 return Outcome.DEAD_LETTERED
         await self._replay(replay)
         if device is not None:
@@ -284,6 +296,58 @@ class Processor:
             isinstance(new_user, dict) and new_user.get("user")
         )
 
+    async def _give_up(self, item: _Item, error: ConsumerError, attempts: int) -> None:
+        """Dead-letter once the breaker has judged it in offset order, never while open.
+
+        Counted before it is sent, so a bad deploy is judged on the stream's dead letters
+        before the buffered ones go out, not after.
+        """
+        delivery, now = item.delivery, self._clock()
+        self._breaker.record(delivery.where, delivery.offset, True, now)
+        self._judged(delivery, now)
+        await self._circuit_gate(item, counted=True)
+        await self._dead_letter(delivery, error, attempts)
+
+    async def _circuit_gate(self, item: _Item, *, counted: bool = False) -> None:
+        """While the dead-letter circuit is open no work starts and nothing is dead-lettered.
+
+        With `counted`, also wait until the breaker counted this message's outcome. An item
+        whose partition is revoked meanwhile is abandoned (left for the partition's next
+        owner), as a drain abandons calls that outlive it.
+        """
+        delivery = item.delivery
+        while True:
+            if self._is_revoked(delivery):
+                item.abandoned = True
+                raise asyncio.CancelledError
+            head = self._breaker.head(delivery.where) if counted else None
+            uncounted = head is not None and delivery.offset >= head
+            if self._circuit_closed.is_set() and not uncounted:
+                return
+            wake = asyncio.Event()
+            self._gated.add(wake)
+            if uncounted:
+                parked = self._parked.setdefault(delivery.where, [])
+                heapq.heappush(parked, (delivery.offset, next(self._parking), wake))
+            try:
+                await wake.wait()
+            finally:
+                self._gated.discard(wake)
+
+    def _wake_gates(self) -> None:
+        for wake in self._gated:
+            wake.set()
+
+    def _judged(self, delivery: Delivery, now: float) -> None:
+        """After an outcome was recorded: update the circuit, wake dead letters now counted."""
+        self._check_breaker(now)
+        parked = self._parked.get(delivery.where)
+        if not parked:
+            return
+        head = self._breaker.head(delivery.where)
+        while parked and (head is None or parked[0][0] < head):
+            heapq.heappop(parked)[2].set()
+
     async def _dead_letter(self, delivery: Delivery, error: ConsumerError, attempts: int) -> None:
         record = dead_letter(
             dlq_topic=delivery.topic + self._settings.dlq_suffix,
@@ -311,21 +375,32 @@ class Processor:
         )
 
     def _finish(self, delivery: Delivery, outcome: Outcome) -> None:
-        if outcome is not Outcome.DUPLICATE:
-            now = self._clock()
-            self._breaker.record(outcome in (Outcome.DEAD_LETTERED, Outcome.INVALID), now)
-            self.check_breaker()
+        # A dead letter's outcome was recorded before it was sent; recording again is a no-op.
+        dead = None if outcome is Outcome.DUPLICATE else outcome in _DEAD
+        now = self._clock()
+        self._breaker.record(delivery.where, delivery.offset, dead, now)
+        self._judged(delivery, now)
         self._complete(delivery, outcome)
 
     def check_breaker(self) -> None:
         """Hold consumption while the dead-letter circuit is open; release it after."""
-        if self._breaker.is_open(self._clock()):
+        self._check_breaker(self._clock())
+
+    def _check_breaker(self, now: float) -> None:
+        is_open = self._breaker.is_open(now)
+        if is_open != self._circuit_closed.is_set():
+            return  # no change (checked per message: no lock taken)
+        if is_open:
+            self._circuit_closed.clear()
             if self._status.hold(DEAD_LETTER_CIRCUIT):
                 self._metrics.circuit_open.set(1)
                 log.error("dead-letter circuit open: too many dead letters; consumption paused")
-        elif self._status.release(DEAD_LETTER_CIRCUIT):
-            self._metrics.circuit_open.set(0)
-            log.warning("dead-letter circuit closed; resuming")
+        else:
+            self._circuit_closed.set()
+            self._wake_gates()
+            if self._status.release(DEAD_LETTER_CIRCUIT):
+                self._metrics.circuit_open.set(0)
+                log.warning("dead-letter circuit closed; resuming")
 
     def restore(self, history: list[Delivery]) -> None:
         """Feed device events finished before an assignment into the guard, in time order."""
@@ -351,12 +426,15 @@ class Processor:
         """Let in-flight work of these partitions finish (up to `timeout`); drop the rest."""
         for where, epoch in partitions:
             self._revoked[where] = max(epoch, self._revoked.get(where, 0))
+        self._wake_gates()  # work waiting at an open circuit gives up its place
         try:
             await self._settle_revoked(timeout)
         finally:
             # After in-flight work finished: a call finishing late must not re-add entries.
             for where, _ in partitions:
                 self._duplicates.forget(where)
+                self._breaker.forget(where)
+                self._parked.pop(where, None)
 
     async def _settle_revoked(self, timeout: float) -> None:
         for lane in self._lanes.values():

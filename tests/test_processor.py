@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -17,8 +20,8 @@ from consumer.messages import Delivery, Outcome
 from consumer.metrics import Metrics
 from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.processor import Processor, ProcessorSettings
-from consumer.status import Status
-from consumer.translate import Translator
+from consumer.status import DEAD_LETTER_CIRCUIT, Status
+from consumer.translate import ProjectType, Translator
 
 pytestmark = pytest.mark.anyio
 
@@ -29,22 +32,92 @@ def anyio_backend() -> str:
 
 
 class Sink:
-    def __init__(self) -> None:
+    def __init__(self, status: Status | None = None) -> None:
         self.letters: list[DeadLetter] = []
+        self.while_open = 0  # letters sent while the dead-letter circuit held consumption
+        self._status = status
 
     async def send(self, record: DeadLetter) -> None:
         self.letters.append(record)
+        if self._status is not None and DEAD_LETTER_CIRCUIT in self._status.holds():
+            self.while_open += 1
 
 
-def _delivery(offset: int, data: dict[str, Any], event_id: str | None = None) -> Delivery:
+def _delivery(
+    offset: int,
+    data: dict[str, Any],
+    event_id: str | None = None,
+    *,
+    partition: int = 0,
+    epoch: int = 1,
+    event_type: str = "user.changed",
+    when: datetime | None = None,
+) -> Delivery:
     value = {
         "specversion": "1.0",
-        "id": event_id or f"e{offset}",
+        "id": event_id or f"e{offset}" + (f"-p{partition}" if partition else ""),
         "source": "/t",
-        "type": "user.changed",
+        "type": event_type,
         "data": data,
     }
-    return Delivery("user.changed", 0, offset, 1, None, json.dumps(value).encode(), (), 0.0)
+    if when is not None:
+        value["time"] = when.isoformat()
+    raw = json.dumps(value).encode()
+    return Delivery(event_type, partition, offset, epoch, None, raw, (), 0.0)
+
+
+def _poison(offset: int, partition: int = 0) -> Delivery:
+    return Delivery("user.changed", partition, offset, 1, None, b"{not json", (), 0.0)
+
+
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+TOPICS = {t: t for t in ("user.changed", "device.registered", "push.permission.revoked")}
+
+
+class Built:
+    """A processor on fakes, with what a test looks at."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        breaker: DeadLetterBreaker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        project: ProjectType = "hybrid",
+        credentials_probe: float = 30.0,
+        guard: DeviceGuard | None = None,
+    ) -> None:
+        self.finished: list[tuple[int, Outcome]] = []
+        self.status = Status()
+        self.sink = Sink(self.status)
+        client = IterableClient(
+            # No client-side pace: these tests are about the processor, not Iterable's limits.
+            ClientSettings(
+                base_url="https://api.test", api_key="k", backoff=Backoff(0, 0), rates={}
+            ),
+            transport=httpx.MockTransport(handler),
+        )
+        self.processor = Processor(
+            ProcessorSettings(topics=TOPICS, credentials_probe=credentials_probe),
+            translator=Translator(project),
+            client=client,
+            dead_letters=self.sink,
+            guard=guard or DeviceGuard(100_000),
+            duplicates=DuplicateWindow(100_000),
+            breaker=breaker or DeadLetterBreaker(0.5, 60, 20, 60),  # the defaults
+            metrics=Metrics(CollectorRegistry()),
+            status=self.status,
+            complete=lambda delivery, outcome: self.finished.append((delivery.offset, outcome)),
+            clock=clock,
+        )
+
+
+async def _condition(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
 
 
 def _processor(
@@ -116,3 +189,82 @@ async def test_drained_partitions_drop_their_queued_work() -> None:
     await processor.drain({(("user.changed", 0), 1)}, timeout=5)
     await asyncio.sleep(0.05)
     assert len(finished) <= 1  # at most the call already in flight finished
+
+
+def _after(seconds: float, answer: httpx.Response) -> Handler:
+    async def handle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(seconds)
+        return answer
+
+    return handle
+
+
+REJECTED = httpx.Response(400, json={"msg": "bad", "code": "BadParams", "params": None})
+REFUSED = httpx.Response(401, json={"msg": "Invalid API key", "code": "BadApiKey", "params": None})
+
+
+async def test_a_backlog_with_poison_spread_through_it_never_opens_the_circuit() -> None:
+    built = Built(_after(0.02, OK))  # valid events wait for Iterable, invalid ones do not
+    backlog = [
+        _poison(n // 3, n % 3)
+        if n % 150 == 0
+        else _delivery(n // 3, {"userId": str(n % 300)}, partition=n % 3)
+        for n in range(3000)
+    ]  # 20 invalid events, 0.67%
+    built.processor.submit(backlog)
+    await _condition(lambda: len(built.finished) == 3000, "every event finished", timeout=30)
+    assert DEAD_LETTER_CIRCUIT not in built.status.holds()
+    assert len(built.sink.letters) == 20
+    assert sum(outcome is Outcome.OK for _, outcome in built.finished) == 2980
+
+
+async def test_a_bad_deploy_failing_half_the_events_opens_the_circuit() -> None:
+    async def handle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.01)
+        return REJECTED if json.loads(request.content)["userId"].endswith("1") else OK
+
+    built = Built(handle)
+    built.processor.submit([_delivery(n, {"userId": f"{n}{n % 2}"}) for n in range(400)])
+    await _condition(lambda: DEAD_LETTER_CIRCUIT in built.status.holds(), "the circuit to open")
+
+
+async def test_once_the_circuit_opens_nothing_more_is_dead_lettered() -> None:
+    now = [0.0]
+    release = asyncio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return REJECTED
+
+    built = Built(handle, breaker=DeadLetterBreaker(0.5, 60, 10, 600), clock=lambda: now[0])
+    # In flight when the circuit opens, and then refused.
+    built.processor.submit([_delivery(0, {"userId": "in-flight"}, partition=1)])
+    built.processor.submit([_poison(n) for n in range(200)])
+    await _condition(lambda: DEAD_LETTER_CIRCUIT in built.status.holds(), "the circuit to open")
+    release.set()
+    await asyncio.sleep(0.1)
+    assert built.sink.while_open == 0
+    assert len(built.sink.letters) < 10  # fewer than made it open: none buffered after
+    now[0] = 601.0  # the cooldown passed: the rest goes on
+    built.processor.check_breaker()
+    await _condition(lambda: len(built.sink.letters) > 10, "dead-lettering to resume")
+
+
+async def test_a_bad_deploy_is_stopped_before_dead_lettering_what_is_buffered() -> None:
+    release = asyncio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        await release.wait()  # the valid event first in the partition waits for Iterable
+        return OK
+
+    built = Built(handle)
+    built.processor.submit(
+        [_delivery(0, {"userId": "valid"}), *(_poison(n) for n in range(1, 500))]
+    )
+    await asyncio.sleep(0.1)
+    assert built.sink.letters == []  # judged in offset order: not before the first is in
+    release.set()
+    await _condition(lambda: DEAD_LETTER_CIRCUIT in built.status.holds(), "the circuit to open")
+    await asyncio.sleep(0.1)
+    assert len(built.sink.letters) < 20  # the breaker's minimum, not the 499 buffered
+    assert built.sink.while_open == 0
