@@ -15,19 +15,20 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from consumer.bulk import BulkLimits
 from consumer.bulk_updates import BulkUpdates
 from consumer.dlq import DeadLetter, DeadLetterBreaker, dead_letter
-from consumer.endpoints import Endpoint
+from consumer.endpoints import PROBE_EMAIL, Endpoint
 from consumer.errors import (
     ConsumerError,
     CredentialsError,
     InvalidEvent,
+    IterableError,
     PermanentError,
     TransientError,
 )
@@ -43,6 +44,7 @@ from consumer.translate import Call, Translator
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _DEAD: Final = frozenset({Outcome.DEAD_LETTERED, Outcome.INVALID})
 
 
@@ -110,6 +112,8 @@ class Processor:
         self._revoked: dict[Where, int] = {}  # partition → newest revoked epoch
         self._credentials_ok = asyncio.Event()
         self._credentials_ok.set()
+        self._credentials_generation = 0  # how often the hold was lifted
+        self._probe: asyncio.Task[None] | None = None
         self._circuit_closed = asyncio.Event()
         self._circuit_closed.set()
         self._gated: set[asyncio.Event] = set()  # work waiting at the circuit, to wake
@@ -236,34 +240,31 @@ class Processor:
 
     async def _send(self, call: Call, body: bytes | None = None) -> object:
         """Send until Iterable accepts or refuses for good; wrong credentials are waited out."""
-        probing = False
+        return await self._authorised(lambda: self._post(call, body))
+
+    async def _post(self, call: Call, body: bytes | None) -> object:
+        self._metrics.in_flight.inc()
+        try:
+            return await self._client.post(call.endpoint, call.payload, call.identifiers, body)
+        finally:
+            self._metrics.in_flight.dec()
+
+    async def _authorised(self, request: Callable[[], Awaitable[T]]) -> T:
+        """Make a call once no credentials hold is on; a 401/403 puts one on and waits."""
         while True:
-            if not probing:
-                await self._credentials_ok.wait()
+            await self._credentials_ok.wait()
+            generation = self._credentials_generation
             try:
-                self._metrics.in_flight.inc()
-                try:
-                    result = await self._client.post(
-                        call.endpoint, call.payload, call.identifiers, body
-                    )
-                finally:
-                    self._metrics.in_flight.dec()
+                return await request()
             except CredentialsError as exc:
-                self._credentials_failed(exc)
-                probing = True
-                await asyncio.sleep(self._settings.credentials_probe)
-                continue
-            if not self._credentials_ok.is_set():
-                self._credentials_ok.set()
-                self._status.release(CREDENTIALS)
-                self._metrics.credentials_failed.set(0)
-                log.warning("Iterable accepts calls again; resuming")
-            return result
+                # Refused with the old key while the probe found the key works: just resend.
+                if generation == self._credentials_generation:
+                    self._credentials_failed(exc)
 
     def _credentials_failed(self, exc: CredentialsError) -> None:
         self._metrics.credentials_failed.set(1)
+        self._credentials_ok.clear()
         if self._status.hold(CREDENTIALS):
-            self._credentials_ok.clear()
             log.error(
                 "Iterable refuses every call; consumption paused until one succeeds",
                 extra={
@@ -273,6 +274,31 @@ class Processor:
                     "probe_seconds": self._settings.credentials_probe,
                 },
             )
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_credentials())
+
+    async def _probe_credentials(self) -> None:
+        """While the hold is on, try a harmless lookup now and then; the first success lifts it.
+
+        The processor owns the probe: calls waiting for the hold may be revoked at any time.
+        """
+        while True:
+            await asyncio.sleep(self._settings.credentials_probe)
+            try:
+                await self._client.get(Endpoint.GET_BY_EMAIL, {"email": PROBE_EMAIL})
+            except CredentialsError:
+                continue
+            except IterableError:
+                pass  # answered by Iterable, so the key was accepted
+            except Exception:
+                log.exception("the credentials probe failed; trying again")
+                continue
+            break
+        self._credentials_generation += 1
+        self._credentials_ok.set()
+        self._status.release(CREDENTIALS)
+        self._metrics.credentials_failed.set(0)
+        log.warning("Iterable accepts calls again; resuming")
 
     async def _replay(self, registrations: tuple[DeviceRegistered, ...]) -> None:
         """Re-send registrations that are newer than the global revocation just applied."""
@@ -288,13 +314,19 @@ class Processor:
         assert call.email_change is not None  # noqa: S101 - only called for email changes
         old, new = call.email_change
         try:
-            old_user = await self._client.get(Endpoint.GET_BY_EMAIL, {"email": old}, (old,))
-            new_user = await self._client.get(Endpoint.GET_BY_EMAIL, {"email": new}, (new,))
+            old_user = await self._by_email(old)
+            new_user = await self._by_email(new)
         except PermanentError:
             return False
-        return not (isinstance(old_user, dict) and old_user.get("user")) and bool(
-            isinstance(new_user, dict) and new_user.get("user")
+        return old_user is None and new_user is not None
+
+    async def _by_email(self, email: str) -> dict[str, object] | None:
+        """The profile with this email, or None (waits out a credentials hold like any call)."""
+        found = await self._authorised(
+            lambda: self._client.get(Endpoint.GET_BY_EMAIL, {"email": email}, (email,))
         )
+        user = found.get("user") if isinstance(found, dict) else None
+        return user if isinstance(user, dict) and user else None
 
     async def _give_up(self, item: _Item, error: ConsumerError, attempts: int) -> None:
         """Dead-letter once the breaker has judged it in offset order, never while open.

@@ -20,7 +20,7 @@ from consumer.messages import Delivery, Outcome
 from consumer.metrics import Metrics
 from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.processor import Processor, ProcessorSettings
-from consumer.status import DEAD_LETTER_CIRCUIT, Status
+from consumer.status import CREDENTIALS, DEAD_LETTER_CIRCUIT, Status
 from consumer.translate import ProjectType, Translator
 
 pytestmark = pytest.mark.anyio
@@ -268,3 +268,42 @@ async def test_a_bad_deploy_is_stopped_before_dead_lettering_what_is_buffered() 
     await asyncio.sleep(0.1)
     assert len(built.sink.letters) < 20  # the breaker's minimum, not the 499 buffered
     assert built.sink.while_open == 0
+
+
+async def test_the_credentials_hold_lifts_after_every_waiting_partition_was_revoked() -> None:
+    key_works = False
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        return OK if key_works else REFUSED
+
+    built = Built(handle, credentials_probe=0.05)
+    built.processor.submit([_delivery(n, {"userId": str(n)}) for n in range(5)])
+    await _condition(lambda: CREDENTIALS in built.status.holds(), "the credentials hold")
+    await built.processor.drain({(("user.changed", 0), 1)}, timeout=0.1)
+    key_works = True
+    await _condition(lambda: CREDENTIALS not in built.status.holds(), "the hold to lift")
+    built.processor.submit([_delivery(n, {"userId": str(n)}, epoch=2) for n in range(5)])
+    await _condition(lambda: len(built.finished) == 5, "the new owner's events to finish")
+    assert {outcome for _, outcome in built.finished} == {Outcome.OK}
+
+
+async def test_email_change_lookups_wait_for_the_credentials_hold() -> None:
+    key_works = False
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("updateEmail"):
+            return httpx.Response(409, json={"msg": "exists", "code": "EmailAlreadyExists"})
+        if not key_works:
+            return REFUSED
+        if request.url.path.endswith("getByEmail"):
+            found = request.url.params["email"] == "new@example.com"
+            return httpx.Response(200, json={"user": {"email": "new@example.com"}} if found else {})
+        return OK
+
+    built = Built(handle, project="email", credentials_probe=0.05)
+    change = {"email": "new@example.com", "previousEmail": "old@example.com"}
+    built.processor.submit([_delivery(0, change)])
+    await _condition(lambda: CREDENTIALS in built.status.holds(), "the credentials hold")
+    key_works = True
+    await _condition(lambda: built.finished == [(0, Outcome.OK)], "the change to finish")
+    assert built.sink.letters == []
