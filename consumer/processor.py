@@ -218,7 +218,8 @@ class Processor:
             try:
                 await self._dispatch(call)
             except PermanentError as exc:
-                if call.email_change and await self._email_change_applied(call):
+                user_id = getattr(data, "userId", None)
+                if call.email_change and await self._email_change_applied(call, user_id):
                     continue
                 await self._give_up(item, exc, attempts=exc.attempts)
                 return Outcome.DEAD_LETTERED
@@ -309,8 +310,11 @@ class Processor:
                 except PermanentError as exc:
                     log.warning("re-sending a newer registration failed", extra={"code": exc.code})
 
-    async def _email_change_applied(self, call: Call) -> bool:
-        """A replayed change is done when the old email is gone and the new one exists."""
+    async def _email_change_applied(self, call: Call, user_id: str | None) -> bool:
+        """A replayed change is done when the old email is gone and the new one exists.
+
+        With a userId, the new email's profile must be that user's, not someone else's.
+        """
         assert call.email_change is not None  # noqa: S101 - only called for email changes
         old, new = call.email_change
         try:
@@ -318,7 +322,9 @@ class Processor:
             new_user = await self._by_email(new)
         except PermanentError:
             return False
-        return old_user is None and new_user is not None
+        if old_user is not None or new_user is None:
+            return False
+        return user_id is None or new_user.get("userId") == user_id
 
     async def _by_email(self, email: str) -> dict[str, object] | None:
         """The profile with this email, or None (waits out a credentials hold like any call)."""

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumer.backoff import Backoff
+from consumer.dev.emulator.store import ApiError, Project
 from consumer.dlq import DeadLetter, DeadLetterBreaker
 from consumer.iterable import ClientSettings, IterableClient
 from consumer.messages import Delivery, Outcome
@@ -307,3 +308,57 @@ async def test_email_change_lookups_wait_for_the_credentials_hold() -> None:
     key_works = True
     await _condition(lambda: built.finished == [(0, Outcome.OK)], "the change to finish")
     assert built.sink.letters == []
+
+
+def _emulated(project: Project) -> Handler:
+    """The emulator's project semantics behind a transport (the calls these tests make)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/")
+        try:
+            if path == "users/getByEmail":
+                return httpx.Response(200, json=project.get_by_email(request.url.params["email"]))
+            body = json.loads(request.content)
+            if path == "users/updateEmail":
+                project.update_email(body, 0.0)
+            else:
+                project.update(body, 0.0)
+        except ApiError as exc:
+            return httpx.Response(
+                exc.status, json={"msg": exc.msg, "code": exc.code, "params": None}
+            )
+        return OK
+
+    return handle
+
+
+async def _replay_email_change(project: Project) -> list[tuple[int, Outcome]]:
+    """u-a's change from old@ to new@, replayed: Iterable refuses it (no old@ any more)."""
+    built = Built(_emulated(project), project="email")
+    change = {
+        "userId": "u-a",
+        "email": "new@example.com",
+        "previousEmail": "old@example.com",
+        "dataFields": {"plan": "a"},
+    }
+    built.processor.submit([_delivery(0, change)])
+    await _condition(lambda: len(built.finished) == 1, "the change to finish")
+    return built.finished
+
+
+async def test_an_email_change_is_not_taken_as_applied_when_the_new_email_is_another_users() -> (
+    None
+):
+    project = Project("email")
+    project.update({"email": "moved-on@example.com", "userId": "u-a"}, 0.0)
+    project.update({"email": "new@example.com", "userId": "u-b", "dataFields": {"plan": "b"}}, 0.0)
+    assert await _replay_email_change(project) == [(0, Outcome.DEAD_LETTERED)]
+    other = project.get_by_email("new@example.com")["user"]
+    assert (other["userId"], other["dataFields"]) == ("u-b", {"plan": "b"})
+
+
+async def test_an_email_change_already_applied_to_the_same_user_is_not_dead_lettered() -> None:
+    project = Project("email")
+    project.update({"email": "new@example.com", "userId": "u-a"}, 0.0)
+    assert await _replay_email_change(project) == [(0, Outcome.OK)]
+    assert project.get_by_email("new@example.com")["user"]["dataFields"] == {"plan": "a"}
