@@ -45,7 +45,10 @@ from consumer.translate import Call, Translator
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Restored records applied to the device guard between two yields to the loop (~1 ms).
+_RESTORE_SLICE: Final = 200
 _DEAD: Final = frozenset({Outcome.DEAD_LETTERED, Outcome.INVALID})
+_Restored = tuple[datetime, DeviceRegistered | PushPermissionRevoked, tuple[str, ...]]
 
 
 class DeadLetterSink(Protocol):
@@ -120,6 +123,10 @@ class Processor:
         # Per partition, dead letters waiting for their outcome to be counted (offset heap).
         self._parked: dict[Where, list[tuple[int, int, asyncio.Event]]] = {}
         self._parking = itertools.count()
+        self._restoring = 0
+        self._restored = asyncio.Event()  # device events wait while a restore is applied
+        self._restored.set()
+        self._restores: set[asyncio.Task[None]] = set()
         self._bulk = (
             BulkUpdates(settings.bulk, self._send, observe=metrics.bulk_users.observe)
             if settings.bulk is not None
@@ -210,6 +217,7 @@ class Processor:
         profiles, when = _profiles(self._translator, device), _event_time(event, item.delivery)
         replay: tuple[DeviceRegistered, ...] = ()
         if device is not None:
+            await self._restored.wait()  # the guard's memory of these partitions first
             decision = self._guard.decide(device, profiles, when)
             if decision.stale:
                 return Outcome.STALE
@@ -441,8 +449,35 @@ class Processor:
                 log.warning("dead-letter circuit closed; resuming")
 
     def restore(self, history: list[Delivery]) -> None:
-        """Feed device events finished before an assignment into the guard, in time order."""
-        known: list[tuple[datetime, DeviceRegistered | PushPermissionRevoked]] = []
+        """Feed device events finished before an assignment into the guard, in time order.
+
+        Called on the loop before the new partitions' messages are submitted. Parsing runs
+        on a worker thread and the guard is fed in slices, so the loop never stalls; device
+        events wait until the restore is applied.
+        """
+        self._restoring += 1
+        self._restored.clear()
+        task = asyncio.create_task(self._restore(history))
+        self._restores.add(task)
+        task.add_done_callback(self._restores.discard)
+
+    async def _restore(self, history: list[Delivery]) -> None:
+        try:
+            known = await asyncio.to_thread(self._restorable, history)
+            for start in range(0, len(known), _RESTORE_SLICE):
+                for when, data, profiles in known[start : start + _RESTORE_SLICE]:
+                    self._guard.applied(data, profiles, when)
+                await asyncio.sleep(0)
+        except Exception:
+            log.exception("restoring the device ordering memory failed; it starts empty")
+        finally:
+            self._restoring -= 1
+            if not self._restoring:
+                self._restored.set()
+
+    def _restorable(self, history: list[Delivery]) -> list[_Restored]:
+        """The device events in `history`, parsed, in event-time order (pure; any thread)."""
+        known: list[_Restored] = []
         for delivery in history:
             try:
                 event = parse(
@@ -451,9 +486,12 @@ class Processor:
             except InvalidEvent:
                 continue
             if isinstance(event.data, DeviceRegistered | PushPermissionRevoked):
-                known.append((_event_time(event, delivery), event.data))
-        for when, data in sorted(known, key=lambda pair: pair[0]):
-            self._guard.applied(data, _profiles(self._translator, data), when)
+                data = event.data
+                known.append(
+                    (_event_time(event, delivery), data, _profiles(self._translator, data))
+                )
+        known.sort(key=lambda restored: restored[0])
+        return known
 
     # -- revocation and shutdown ----------------------------------------------------------
 

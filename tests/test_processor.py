@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -362,3 +363,67 @@ async def test_an_email_change_already_applied_to_the_same_user_is_not_dead_lett
     project.update({"email": "new@example.com", "userId": "u-a"}, 0.0)
     assert await _replay_email_change(project) == [(0, Outcome.OK)]
     assert project.get_by_email("new@example.com")["user"]["dataFields"] == {"plan": "a"}
+
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _history(records: int) -> list[Delivery]:
+    """Registrations of many tokens, and last a scoped revocation of token `t-0`."""
+    device = {"platform": "APNS", "applicationName": "App"}
+    history = [
+        _delivery(
+            n,
+            {"userId": f"u{n}", "device": {**device, "token": f"t-{n}"}},
+            event_type="device.registered",
+            when=T0 + timedelta(seconds=n),
+        )
+        for n in range(records)
+    ]
+    revoked = {"token": "t-0", "userId": "u0"}
+    late = T0 + timedelta(seconds=records)
+    return [*history, _delivery(0, revoked, event_type="push.permission.revoked", when=late)]
+
+
+async def test_restoring_a_large_history_yields_to_the_loop_and_comes_before_device_events() -> (
+    None
+):
+    ticks, stall, last = 0, 0.0, time.perf_counter()
+    seen: list[int] = []  # the watchdog's count at every restored record
+
+    class Watched(DeviceGuard):
+        def applied(self, *args: Any) -> None:
+            seen.append(ticks)
+            super().applied(*args)
+
+    built = Built(_after(0, OK), guard=Watched(100_000))
+    history = _history(30_000)
+
+    async def watchdog() -> None:
+        nonlocal ticks, stall, last
+        while True:
+            await asyncio.sleep(0)
+            ticks, now = ticks + 1, time.perf_counter()
+            stall, last = max(stall, now - last), now
+
+    watching = asyncio.create_task(watchdog())
+    await asyncio.sleep(0)
+    last = time.perf_counter()
+    # Full collections pause every thread whatever it runs; this measures the restore.
+    gc.disable()
+    try:
+        built.processor.restore(history)
+        # Submitted right after the restore: older than the restored revocation, so stale.
+        device = {"token": "t-0", "platform": "APNS", "applicationName": "App"}
+        older = T0 + timedelta(seconds=10)
+        registration = {"userId": "u0", "device": device}
+        built.processor.submit(
+            [_delivery(1, registration, event_type="device.registered", when=older, epoch=2)]
+        )
+        await _condition(lambda: len(built.finished) == 1, "the registration to finish", timeout=30)
+    finally:
+        gc.enable()
+    watching.cancel()
+    assert built.finished == [(1, Outcome.STALE)]
+    assert seen[-1] - seen[0] >= 30_000 // 1000  # the loop ran between slices of the restore
+    assert stall < 0.2, f"the loop stalled {stall:.3f} s"
