@@ -363,13 +363,13 @@ class Processor:
         """
         delivery = item.delivery
         while True:
-            if self._is_revoked(delivery):
-                item.abandoned = True
-                raise asyncio.CancelledError
             head = self._breaker.head(delivery.where) if counted else None
             uncounted = head is not None and delivery.offset >= head
             if self._circuit_closed.is_set() and not uncounted:
                 return
+            if self._is_revoked(delivery):
+                item.abandoned = True
+                raise asyncio.CancelledError
             wake = asyncio.Event()
             self._gated.add(wake)
             if uncounted:
