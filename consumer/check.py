@@ -12,13 +12,10 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.config import Settings
 from consumer.copartition import copartition_problem
-from consumer.endpoints import Endpoint
+from consumer.endpoints import PROBE_EMAIL, Endpoint
 from consumer.errors import IterableError
 from consumer.iterable import IterableClient
 from consumer.service import client_settings
-
-# A lookup that cannot match a real profile: harmless, and allowed by server-side keys.
-PROBE_EMAIL = "iterable-consumer-check@example.invalid"
 
 Report = Callable[[bool, str], None]
 

@@ -8,7 +8,7 @@ secrets; identifiers appear only redacted (error messages are scrubbed where the
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from consumer.errors import ConsumerError, IterableError
@@ -87,10 +87,13 @@ def original_headers(headers: tuple[tuple[str, bytes], ...]) -> tuple[tuple[str,
 
 
 class DeadLetterBreaker:
-    """Opens when dead letters exceed `ratio` of outcomes over `window` seconds.
+    """Opens when dead letters reach `ratio` of the stream's outcomes over `window` seconds.
 
-    A bad deploy must not dead-letter the whole stream: while open, consumption pauses.
-    It closes after `cooldown` seconds and opens again if the ratio is still exceeded.
+    It judges the stream, not the first completions: invalid events finish at once while
+    valid ones wait for Iterable, so outcomes are counted in offset order per partition (a
+    message's once every earlier one of its partition is in). A bad deploy must not
+    dead-letter the whole stream: while open, consumption pauses. It closes after
+    `cooldown` seconds and opens again if the ratio is still reached.
     """
 
     def __init__(self, ratio: float, window: float, min_events: int, cooldown: float) -> None:
@@ -104,8 +107,38 @@ class DeadLetterBreaker:
         self._total = 0
         self._dead = 0
         self._open_until = float("-inf")
+        self._partitions: dict[tuple[str, int], _InOrder] = {}
 
-    def record(self, dead: bool, now: float) -> None:
+    def expect(self, where: tuple[str, int], offset: int) -> None:
+        """A message was handed out: its outcome counts once every earlier one has."""
+        order = self._partitions.get(where)
+        if order is None or (order.expected and offset <= order.expected[-1]):
+            # New, or its offsets went backwards (a reset): what was pending never finishes.
+            order = self._partitions[where] = _InOrder()
+        order.expected.append(offset)
+
+    def record(self, where: tuple[str, int], offset: int, dead: bool | None, now: float) -> None:
+        """A message finished; `dead` is None when it has no outcome to judge (a duplicate)."""
+        order = self._partitions.get(where)
+        if order is None or not order.expected or offset < order.expected[0]:
+            return  # forgotten (revoked) or never expected
+        order.finished[offset] = dead
+        expected, finished = order.expected, order.finished
+        while expected and expected[0] in finished:
+            outcome = finished.pop(expected.popleft())
+            if outcome is not None:
+                self._count(outcome, now)
+
+    def head(self, where: tuple[str, int]) -> int | None:
+        """The partition's first offset whose outcome is not counted yet (None: none)."""
+        order = self._partitions.get(where)
+        return order.expected[0] if order is not None and order.expected else None
+
+    def forget(self, where: tuple[str, int]) -> None:
+        """A partition was released: its unfinished messages will not finish here."""
+        self._partitions.pop(where, None)
+
+    def _count(self, dead: bool, now: float) -> None:
         second = int(now)
         if self._seconds and self._seconds[-1][0] == second:
             self._seconds[-1][1] += 1
@@ -119,10 +152,18 @@ class DeadLetterBreaker:
             self._total -= total
             self._dead -= was_dead
         total = self._total
-        if total >= self.min_events and self._dead / total > self.ratio and not self.is_open(now):
+        if total >= self.min_events and self._dead >= self.ratio * total and not self.is_open(now):
             self._open_until = now + self.cooldown
             self._seconds.clear()
             self._total = self._dead = 0
 
     def is_open(self, now: float) -> bool:
         return now < self._open_until
+
+
+@dataclass(slots=True)
+class _InOrder:
+    """One partition's handed-out offsets not yet counted, and which of them finished."""
+
+    expected: deque[int] = field(default_factory=deque)
+    finished: dict[int, bool | None] = field(default_factory=dict)

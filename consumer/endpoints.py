@@ -16,6 +16,9 @@ class Endpoint(StrEnum):
     GET_BY_EMAIL = "users/getByEmail"
 
 
+# A lookup that cannot match a real profile: harmless, and allowed by server-side keys.
+PROBE_EMAIL: Final = "iterable-consumer-check@example.invalid"
+
 # Just under Iterable's documented per-project limits; disableDevice and updateEmail have
 # none documented, so they get the same budget as the other single-user writes.
 DEFAULT_RATES: Final[Mapping[Endpoint, float]] = {

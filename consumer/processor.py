@@ -10,22 +10,25 @@ dropped uncommitted and the partition's next owner does it again.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol, TypeVar
 
 from consumer.bulk import BulkLimits
 from consumer.bulk_updates import BulkUpdates
 from consumer.dlq import DeadLetter, DeadLetterBreaker, dead_letter
-from consumer.endpoints import Endpoint
+from consumer.endpoints import PROBE_EMAIL, Endpoint
 from consumer.errors import (
     ConsumerError,
     CredentialsError,
     InvalidEvent,
+    IterableError,
     PermanentError,
     TransientError,
 )
@@ -40,6 +43,12 @@ from consumer.status import CREDENTIALS, DEAD_LETTER_CIRCUIT, Status
 from consumer.translate import Call, Translator
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Restored records applied to the device guard between two yields to the loop (~1 ms).
+_RESTORE_SLICE: Final = 200
+_DEAD: Final = frozenset({Outcome.DEAD_LETTERED, Outcome.INVALID})
+_Restored = tuple[datetime, DeviceRegistered | PushPermissionRevoked, tuple[str, ...]]
 
 
 class DeadLetterSink(Protocol):
@@ -106,6 +115,18 @@ class Processor:
         self._revoked: dict[Where, int] = {}  # partition → newest revoked epoch
         self._credentials_ok = asyncio.Event()
         self._credentials_ok.set()
+        self._credentials_generation = 0  # how often the hold was lifted
+        self._probe: asyncio.Task[None] | None = None
+        self._circuit_closed = asyncio.Event()
+        self._circuit_closed.set()
+        self._gated: set[asyncio.Event] = set()  # work waiting at the circuit, to wake
+        # Per partition, dead letters waiting for their outcome to be counted (offset heap).
+        self._parked: dict[Where, list[tuple[int, int, asyncio.Event]]] = {}
+        self._parking = itertools.count()
+        self._restoring = 0
+        self._restored = asyncio.Event()  # device events wait while a restore is applied
+        self._restored.set()
+        self._restores: set[asyncio.Task[None]] = set()
         self._bulk = (
             BulkUpdates(settings.bulk, self._send, observe=metrics.bulk_users.observe)
             if settings.bulk is not None
@@ -127,6 +148,7 @@ class Processor:
                 lane.task = asyncio.create_task(self._run_lane(key, lane))
 
     def _item(self, delivery: Delivery) -> _Item | None:
+        self._breaker.expect(delivery.where, delivery.offset)
         try:
             event = parse(
                 delivery.value,
@@ -185,15 +207,17 @@ class Processor:
                 await asyncio.sleep(1.0)
 
     async def _process(self, item: _Item) -> Outcome:
+        await self._circuit_gate(item)
         if item.event is None:
             assert item.error is not None  # noqa: S101 - an item has an event or an error
-            await self._dead_letter(item.delivery, item.error, attempts=0)
+            await self._give_up(item, item.error, attempts=0)
             return Outcome.INVALID
         event, data = item.event, item.event.data
         device = data if isinstance(data, DeviceRegistered | PushPermissionRevoked) else None
         profiles, when = _profiles(self._translator, device), _event_time(event, item.delivery)
         replay: tuple[DeviceRegistered, ...] = ()
         if device is not None:
+            await self._restored.wait()  # the guard's memory of these partitions first
             decision = self._guard.decide(device, profiles, when)
             if decision.stale:
                 return Outcome.STALE
@@ -202,12 +226,13 @@ class Processor:
             try:
                 await self._dispatch(call)
             except PermanentError as exc:
-                if call.email_change and await self._email_change_applied(call):
+                user_id = getattr(data, "userId", None)
+                if call.email_change and await self._email_change_applied(call, user_id):
                     continue
-                await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
+                await self._give_up(item, exc, attempts=exc.attempts)
                 return Outcome.DEAD_LETTERED
             except TransientError as exc:  # only with ITERABLE_MAX_ATTEMPTS set
-                await self._dead_letter(item.delivery, exc, attempts=exc.attempts)
+                await self._give_up(item, exc, attempts=exc.attempts)
                 return Outcome.DEAD_LETTERED
         await self._replay(replay)
         if device is not None:
@@ -224,34 +249,31 @@ class Processor:
 
     async def _send(self, call: Call, body: bytes | None = None) -> object:
         """Send until Iterable accepts or refuses for good; wrong credentials are waited out."""
-        probing = False
+        return await self._authorised(lambda: self._post(call, body))
+
+    async def _post(self, call: Call, body: bytes | None) -> object:
+        self._metrics.in_flight.inc()
+        try:
+            return await self._client.post(call.endpoint, call.payload, call.identifiers, body)
+        finally:
+            self._metrics.in_flight.dec()
+
+    async def _authorised(self, request: Callable[[], Awaitable[T]]) -> T:
+        """Make a call once no credentials hold is on; a 401/403 puts one on and waits."""
         while True:
-            if not probing:
-                await self._credentials_ok.wait()
+            await self._credentials_ok.wait()
+            generation = self._credentials_generation
             try:
-                self._metrics.in_flight.inc()
-                try:
-                    result = await self._client.post(
-                        call.endpoint, call.payload, call.identifiers, body
-                    )
-                finally:
-                    self._metrics.in_flight.dec()
+                return await request()
             except CredentialsError as exc:
-                self._credentials_failed(exc)
-                probing = True
-                await asyncio.sleep(self._settings.credentials_probe)
-                continue
-            if not self._credentials_ok.is_set():
-                self._credentials_ok.set()
-                self._status.release(CREDENTIALS)
-                self._metrics.credentials_failed.set(0)
-                log.warning("Iterable accepts calls again; resuming")
-            return result
+                # Refused with the old key while the probe found the key works: just resend.
+                if generation == self._credentials_generation:
+                    self._credentials_failed(exc)
 
     def _credentials_failed(self, exc: CredentialsError) -> None:
         self._metrics.credentials_failed.set(1)
+        self._credentials_ok.clear()
         if self._status.hold(CREDENTIALS):
-            self._credentials_ok.clear()
             log.error(
                 "Iterable refuses every call; consumption paused until one succeeds",
                 extra={
@@ -261,6 +283,31 @@ class Processor:
                     "probe_seconds": self._settings.credentials_probe,
                 },
             )
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_credentials())
+
+    async def _probe_credentials(self) -> None:
+        """While the hold is on, try a harmless lookup now and then; the first success lifts it.
+
+        The processor owns the probe: calls waiting for the hold may be revoked at any time.
+        """
+        while True:
+            await asyncio.sleep(self._settings.credentials_probe)
+            try:
+                await self._client.get(Endpoint.GET_BY_EMAIL, {"email": PROBE_EMAIL})
+            except CredentialsError:
+                continue
+            except IterableError:
+                pass  # answered by Iterable, so the key was accepted
+            except Exception:
+                log.exception("the credentials probe failed; trying again")
+                continue
+            break
+        self._credentials_generation += 1
+        self._credentials_ok.set()
+        self._status.release(CREDENTIALS)
+        self._metrics.credentials_failed.set(0)
+        log.warning("Iterable accepts calls again; resuming")
 
     async def _replay(self, registrations: tuple[DeviceRegistered, ...]) -> None:
         """Re-send registrations that are newer than the global revocation just applied."""
@@ -271,18 +318,81 @@ class Processor:
                 except PermanentError as exc:
                     log.warning("re-sending a newer registration failed", extra={"code": exc.code})
 
-    async def _email_change_applied(self, call: Call) -> bool:
-        """A replayed change is done when the old email is gone and the new one exists."""
+    async def _email_change_applied(self, call: Call, user_id: str | None) -> bool:
+        """A replayed change is done when the old email is gone and the new one exists.
+
+        With a userId, the new email's profile must be that user's, not someone else's.
+        """
         assert call.email_change is not None  # noqa: S101 - only called for email changes
         old, new = call.email_change
         try:
-            old_user = await self._client.get(Endpoint.GET_BY_EMAIL, {"email": old}, (old,))
-            new_user = await self._client.get(Endpoint.GET_BY_EMAIL, {"email": new}, (new,))
+            old_user = await self._by_email(old)
+            new_user = await self._by_email(new)
         except PermanentError:
             return False
-        return not (isinstance(old_user, dict) and old_user.get("user")) and bool(
-            isinstance(new_user, dict) and new_user.get("user")
+        if old_user is not None or new_user is None:
+            return False
+        return user_id is None or new_user.get("userId") == user_id
+
+    async def _by_email(self, email: str) -> dict[str, object] | None:
+        """The profile with this email, or None (waits out a credentials hold like any call)."""
+        found = await self._authorised(
+            lambda: self._client.get(Endpoint.GET_BY_EMAIL, {"email": email}, (email,))
         )
+        user = found.get("user") if isinstance(found, dict) else None
+        return user if isinstance(user, dict) and user else None
+
+    async def _give_up(self, item: _Item, error: ConsumerError, attempts: int) -> None:
+        """Dead-letter once the breaker has judged it in offset order, never while open.
+
+        Counted before it is sent, so a bad deploy is judged on the stream's dead letters
+        before the buffered ones go out, not after.
+        """
+        delivery, now = item.delivery, self._clock()
+        self._breaker.record(delivery.where, delivery.offset, True, now)
+        self._judged(delivery, now)
+        await self._circuit_gate(item, counted=True)
+        await self._dead_letter(delivery, error, attempts)
+
+    async def _circuit_gate(self, item: _Item, *, counted: bool = False) -> None:
+        """While the dead-letter circuit is open no work starts and nothing is dead-lettered.
+
+        With `counted`, also wait until the breaker counted this message's outcome. An item
+        whose partition is revoked meanwhile is abandoned (left for the partition's next
+        owner), as a drain abandons calls that outlive it.
+        """
+        delivery = item.delivery
+        while True:
+            head = self._breaker.head(delivery.where) if counted else None
+            uncounted = head is not None and delivery.offset >= head
+            if self._circuit_closed.is_set() and not uncounted:
+                return
+            if self._is_revoked(delivery):
+                item.abandoned = True
+                raise asyncio.CancelledError
+            wake = asyncio.Event()
+            self._gated.add(wake)
+            if uncounted:
+                parked = self._parked.setdefault(delivery.where, [])
+                heapq.heappush(parked, (delivery.offset, next(self._parking), wake))
+            try:
+                await wake.wait()
+            finally:
+                self._gated.discard(wake)
+
+    def _wake_gates(self) -> None:
+        for wake in self._gated:
+            wake.set()
+
+    def _judged(self, delivery: Delivery, now: float) -> None:
+        """After an outcome was recorded: update the circuit, wake dead letters now counted."""
+        self._check_breaker(now)
+        parked = self._parked.get(delivery.where)
+        if not parked:
+            return
+        head = self._breaker.head(delivery.where)
+        while parked and (head is None or parked[0][0] < head):
+            heapq.heappop(parked)[2].set()
 
     async def _dead_letter(self, delivery: Delivery, error: ConsumerError, attempts: int) -> None:
         record = dead_letter(
@@ -312,10 +422,11 @@ class Processor:
         )
 
     def _finish(self, delivery: Delivery, outcome: Outcome) -> None:
-        if outcome is not Outcome.DUPLICATE:
-            now = self._clock()
-            self._breaker.record(outcome in (Outcome.DEAD_LETTERED, Outcome.INVALID), now)
-            self.check_breaker()
+        # A dead letter's outcome was recorded before it was sent; recording again is a no-op.
+        dead = None if outcome is Outcome.DUPLICATE else outcome in _DEAD
+        now = self._clock()
+        self._breaker.record(delivery.where, delivery.offset, dead, now)
+        self._judged(delivery, now)
         if log.isEnabledFor(logging.DEBUG):  # one line per message: the demo's outcome table
             log.debug(
                 "message finished",
@@ -330,17 +441,54 @@ class Processor:
 
     def check_breaker(self) -> None:
         """Hold consumption while the dead-letter circuit is open; release it after."""
-        if self._breaker.is_open(self._clock()):
+        self._check_breaker(self._clock())
+
+    def _check_breaker(self, now: float) -> None:
+        is_open = self._breaker.is_open(now)
+        if is_open != self._circuit_closed.is_set():
+            return  # no change (checked per message: no lock taken)
+        if is_open:
+            self._circuit_closed.clear()
             if self._status.hold(DEAD_LETTER_CIRCUIT):
                 self._metrics.circuit_open.set(1)
                 log.error("dead-letter circuit open: too many dead letters; consumption paused")
-        elif self._status.release(DEAD_LETTER_CIRCUIT):
-            self._metrics.circuit_open.set(0)
-            log.warning("dead-letter circuit closed; resuming")
+        else:
+            self._circuit_closed.set()
+            self._wake_gates()
+            if self._status.release(DEAD_LETTER_CIRCUIT):
+                self._metrics.circuit_open.set(0)
+                log.warning("dead-letter circuit closed; resuming")
 
     def restore(self, history: list[Delivery]) -> None:
-        """Feed device events finished before an assignment into the guard, in time order."""
-        known: list[tuple[datetime, DeviceRegistered | PushPermissionRevoked]] = []
+        """Feed device events finished before an assignment into the guard, in time order.
+
+        Called on the loop before the new partitions' messages are submitted. Parsing runs
+        on a worker thread and the guard is fed in slices, so the loop never stalls; device
+        events wait until the restore is applied.
+        """
+        self._restoring += 1
+        self._restored.clear()
+        task = asyncio.create_task(self._restore(history))
+        self._restores.add(task)
+        task.add_done_callback(self._restores.discard)
+
+    async def _restore(self, history: list[Delivery]) -> None:
+        try:
+            known = await asyncio.to_thread(self._restorable, history)
+            for start in range(0, len(known), _RESTORE_SLICE):
+                for when, data, profiles in known[start : start + _RESTORE_SLICE]:
+                    self._guard.applied(data, profiles, when)
+                await asyncio.sleep(0)
+        except Exception:
+            log.exception("restoring the device ordering memory failed; it starts empty")
+        finally:
+            self._restoring -= 1
+            if not self._restoring:
+                self._restored.set()
+
+    def _restorable(self, history: list[Delivery]) -> list[_Restored]:
+        """The device events in `history`, parsed, in event-time order (pure; any thread)."""
+        known: list[_Restored] = []
         for delivery in history:
             try:
                 event = parse(
@@ -349,9 +497,12 @@ class Processor:
             except InvalidEvent:
                 continue
             if isinstance(event.data, DeviceRegistered | PushPermissionRevoked):
-                known.append((_event_time(event, delivery), event.data))
-        for when, data in sorted(known, key=lambda pair: pair[0]):
-            self._guard.applied(data, _profiles(self._translator, data), when)
+                data = event.data
+                known.append(
+                    (_event_time(event, delivery), data, _profiles(self._translator, data))
+                )
+        known.sort(key=lambda restored: restored[0])
+        return known
 
     # -- revocation and shutdown ----------------------------------------------------------
 
@@ -362,12 +513,15 @@ class Processor:
         """Let in-flight work of these partitions finish (up to `timeout`); drop the rest."""
         for where, epoch in partitions:
             self._revoked[where] = max(epoch, self._revoked.get(where, 0))
+        self._wake_gates()  # work waiting at an open circuit gives up its place
         try:
             await self._settle_revoked(timeout)
         finally:
             # After in-flight work finished: a call finishing late must not re-add entries.
             for where, _ in partitions:
                 self._duplicates.forget(where)
+                self._breaker.forget(where)
+                self._parked.pop(where, None)
 
     async def _settle_revoked(self, timeout: float) -> None:
         for lane in self._lanes.values():
