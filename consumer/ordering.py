@@ -95,8 +95,12 @@ class Decision:
     """What to do with a device event: skip it as stale, or send it (and maybe re-send)."""
 
     stale: bool
-    # Registrations newer than a global revocation being applied: re-send them after it.
+    # Registrations newer than a global revocation being applied and not disabled since:
+    # re-send them after it.
     replay: tuple[DeviceRegistered, ...] = ()
+
+
+_Registration = tuple[datetime, DeviceRegistered, tuple[str, ...]]
 
 
 class DeviceGuard:
@@ -111,7 +115,8 @@ class DeviceGuard:
     def __init__(self, size: int) -> None:
         self._revoked_all: Lru[str, datetime] = Lru(size)
         self._applied: Lru[tuple[str, str], datetime] = Lru(size)
-        self._registrations: Lru[str, dict[str, tuple[datetime, DeviceRegistered]]] = Lru(size)
+        # Per token, per profile: its newest applied registration and every identifier it named.
+        self._registrations: Lru[str, dict[str, _Registration]] = Lru(size)
 
     def decide(
         self,
@@ -122,12 +127,7 @@ class DeviceGuard:
         """Decide before sending; call `applied` once the call (and any replay) succeeded."""
         token = _token(data)
         if not profiles:  # a global revocation
-            newer = tuple(
-                registration
-                for at, registration in (self._registrations.get(token) or {}).values()
-                if at > when
-            )
-            return Decision(stale=False, replay=newer)
+            return Decision(stale=False, replay=self._enabled_since(token, when))
         remembered = [t for p in profiles if (t := self._applied.get((token, p))) is not None]
         if remembered and when < max(remembered):
             return Decision(stale=True)
@@ -135,6 +135,19 @@ class DeviceGuard:
         if isinstance(data, DeviceRegistered) and revoked is not None and when < revoked:
             return Decision(stale=True)
         return Decision(stale=False)
+
+    def _enabled_since(self, token: str, when: datetime) -> tuple[DeviceRegistered, ...]:
+        """Registrations newer than `when` that nothing applied since has disabled."""
+        revoked = self._revoked_all.get(token)
+        enabled = []
+        for at, registration, profiles in (self._registrations.get(token) or {}).values():
+            if at <= when or (revoked is not None and at < revoked):
+                continue
+            # A scoped revocation (or a newer registration) of the profile came after it.
+            if any((t := self._applied.get((token, p))) is not None and t > at for p in profiles):
+                continue
+            enabled.append(registration)
+        return tuple(enabled)
 
     def applied(
         self,
@@ -154,7 +167,7 @@ class DeviceGuard:
             registrations = dict(self._registrations.get(token) or {})
             current = registrations.get(profiles[0])
             if current is None or when >= current[0]:
-                registrations[profiles[0]] = (when, data)
+                registrations[profiles[0]] = (when, data, profiles)
             self._registrations.put(token, registrations)
 
 

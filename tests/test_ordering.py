@@ -122,3 +122,56 @@ def test_newer_events_are_never_stale() -> None:
     guard.applied(_register(), PROFILE, EARLY)
     assert not guard.decide(_revoke(userId="42"), ("userId:42",), LATE).stale
     assert not guard.decide(_register(token="other"), PROFILE, EARLY).stale
+
+
+def _at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_a_late_global_revocation_does_not_re_send_a_registration_revoked_on_its_profile() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_register(), PROFILE, _at(2))
+    guard.applied(_revoke(userId="42"), ("userId:42",), _at(3))
+    assert guard.decide(_revoke(), (), _at(1)).replay == ()
+
+
+def test_a_late_global_revocation_does_not_re_send_a_registration_a_newer_one_revoked() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_register(), PROFILE, _at(5))
+    guard.applied(_revoke(), (), _at(6))
+    assert guard.decide(_revoke(), (), _at(4)).replay == ()
+
+
+def test_a_late_global_revocation_re_sends_only_the_registrations_still_enabled() -> None:
+    guard = DeviceGuard(100)
+    kept, revoked = _register(user_id="42"), _register(user_id="7")
+    guard.applied(kept, PROFILE, _at(3))
+    guard.applied(revoked, ("userId:7",), _at(3))
+    guard.applied(_revoke(userId="7"), ("userId:7",), _at(4))
+    guard.applied(_register(user_id="9"), ("userId:9",), _at(1))  # older than the revocation
+    assert guard.decide(_revoke(), (), _at(2)).replay == (kept,)
+
+
+def test_a_registration_re_sent_after_an_older_global_revocation_still_counts() -> None:
+    guard = DeviceGuard(100)
+    newer = _register()
+    guard.applied(newer, PROFILE, _at(5))
+    guard.applied(_revoke(), (), _at(4))  # sent, then the newer registration again
+    assert guard.decide(_revoke(), (), _at(3)).replay == (newer,)
+    assert guard.decide(_revoke(userId="42"), ("userId:42",), _at(4)).stale
+
+
+def test_a_scoped_revocation_under_another_identifier_also_blocks_the_replay() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_register(), PROFILE, _at(2))
+    guard.applied(_revoke(email="a@example.com"), ("email:a@example.com",), _at(3))
+    assert guard.decide(_revoke(), (), _at(1)).replay == ()
+
+
+def test_a_newer_registration_after_a_scoped_revocation_is_re_sent() -> None:
+    guard = DeviceGuard(100)
+    latest = _register()
+    guard.applied(_register(), PROFILE, _at(2))
+    guard.applied(_revoke(userId="42"), ("userId:42",), _at(3))
+    guard.applied(latest, PROFILE, _at(4))
+    assert guard.decide(_revoke(), (), _at(1)).replay == (latest,)
