@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, parse
-from consumer.ordering import DeviceGuard, DuplicateWindow, Lru, lane_key
+from consumer.ordering import DeviceGuard, DuplicateWindow, LaneKeys, Lanes, Lru
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EARLY, LATE = T0, T0 + timedelta(seconds=1)
@@ -41,22 +42,69 @@ def _revoke(token: str = "t", **scope: str) -> PushPermissionRevoked:
     return revoked
 
 
-def test_lanes_key_users_by_user_id_else_email_and_devices_by_token() -> None:
-    assert lane_key(_event("user.changed", {"userId": "1", "email": "a@b.co"})) == "user:id:1"
-    assert lane_key(_event("user.changed", {"email": "a@b.co"})) == "user:email:a@b.co"
-    assert (
-        lane_key(
-            _event(
-                "device.registered",
-                {
-                    "userId": "1",
-                    "device": {"token": "x", "platform": "GCM", "applicationName": "A"},
-                },
-            )
-        )
-        == "token:x"
+def test_a_user_event_has_a_lane_per_identifier_it_names() -> None:
+    keys = LaneKeys()
+    change = {"userId": "1", "email": "b@b.co", "previousEmail": "a@b.co"}
+    assert keys(_event("user.changed", change)) == (
+        "user:id:1",
+        "user:email:b@b.co",
+        "user:email:a@b.co",
     )
-    assert lane_key(_event("push.permission.revoked", {"token": "x"})) == "token:x"
+    assert keys(_event("user.changed", {"email": "c@b.co"})) == ("user:email:c@b.co",)
+
+
+def test_an_email_seen_with_a_user_id_also_takes_that_user_id_lane() -> None:
+    keys = LaneKeys()
+    keys(_event("user.changed", {"userId": "1", "email": "a@b.co"}))
+    assert keys(_event("user.changed", {"email": "a@b.co"})) == ("user:id:1", "user:email:a@b.co")
+    moved = keys(_event("user.changed", {"email": "b@b.co", "previousEmail": "a@b.co"}))
+    assert moved == ("user:id:1", "user:email:b@b.co", "user:email:a@b.co")
+    assert keys(_event("user.changed", {"email": "b@b.co"}))[0] == "user:id:1"
+
+
+def test_email_links_are_bounded() -> None:
+    keys = LaneKeys(size=1)
+    keys(_event("user.changed", {"userId": "1", "email": "a@b.co"}))
+    keys(_event("user.changed", {"userId": "2", "email": "b@b.co"}))
+    assert keys(_event("user.changed", {"email": "a@b.co"})) == ("user:email:a@b.co",)
+
+
+def test_a_device_event_has_its_token_lane() -> None:
+    keys = LaneKeys()
+    device = {"token": "x", "platform": "GCM", "applicationName": "A"}
+    assert keys(_event("device.registered", {"userId": "1", "device": device})) == ("token:x",)
+    assert keys(_event("push.permission.revoked", {"token": "x", "userId": "1"})) == ("token:x",)
+
+
+@dataclass(eq=False)
+class _Queued:
+    name: str
+    keys: tuple[str, ...]
+    waiting: int = 0
+
+
+def test_an_item_runs_once_it_heads_every_lane_it_is_in() -> None:
+    lanes: Lanes[_Queued] = Lanes()
+    a, b, both = _Queued("a", ("a",)), _Queued("b", ("b",)), _Queued("ab", ("a", "b"))
+    later_a, alone = _Queued("a2", ("a",)), _Queued("none", ())
+    assert [lanes.add(i) for i in (a, b, both, later_a, alone)] == [True, True, False, False, True]
+    assert lanes.release(a) == []  # `both` still waits for b
+    assert lanes.release(b) == [both]
+    assert lanes.release(both) == [later_a]
+    assert lanes.release(later_a) == []
+    assert len(lanes) == 0
+
+
+def test_dropping_waiting_items_lets_the_ones_behind_them_run() -> None:
+    lanes: Lanes[_Queued] = Lanes()
+    running, dropped = _Queued("run", ("a",)), _Queued("drop", ("a", "b"))
+    behind = _Queued("behind", ("b",))
+    for item in (running, dropped, behind):
+        lanes.add(item)
+    assert lanes.drop(lambda i: i.name in ("drop", "run")) == [behind]  # a running one stays
+    assert lanes.release(running) == []
+    assert lanes.release(behind) == []
+    assert len(lanes) == 0
 
 
 def test_the_duplicate_window_remembers_applied_events_only() -> None:
