@@ -83,3 +83,34 @@ def test_a_duplicate_that_arrives_while_its_original_runs_is_not_applied_again(
     assert asyncio.run(_apply([slow, newer, slow], bulk=bulk)) == expected_state(
         [setup, slow, newer], "hybrid"
     )
+
+
+def test_a_drain_drops_the_revoked_partitions_waiting_events_and_unblocks_the_others() -> None:
+    # Partition 0: a slow event of u1, then one naming u1 and b; partition 1: one naming b.
+    values = [
+        (0, {"userId": "u1", "dataFields": {"n": 1}}),
+        (0, {"userId": "u1", "email": B, "dataFields": {"n": 2}}),
+        (1, {"email": B, "dataFields": {"n": 3}}),
+    ]
+
+    async def scenario() -> tuple[list[dict[str, Any]], set[tuple[int, int]]]:
+        project = Project("hybrid")
+        incarnation = start(iterable(project, _slow_unless_fast), bulk=False)
+        for offset, (partition, data) in enumerate(values):
+            value = produced_event(offset, "user.changed", data).record.value
+            delivery = Delivery("user.changed", partition, offset, 1, None, value, (), 0.0)
+            incarnation.processor.submit([delivery])
+        for _ in range(5):  # the first call is on the wire
+            await asyncio.sleep(0)
+        await incarnation.processor.drain({(("user.changed", 0), 1)}, timeout=5)
+        for _ in range(1000):
+            if len(incarnation.finished) == 2:
+                break
+            await asyncio.sleep(0)
+        await incarnation.client.aclose()
+        users = normalise([user.as_json() for user in project.users])
+        return users, {(d.partition, d.offset) for d in incarnation.finished}
+
+    users, finished = asyncio.run(scenario())
+    assert finished == {(0, 0), (1, 2)}  # the waiting partition-0 event is left to its next owner
+    assert sorted(u["dataFields"]["n"] for u in users) == [1, 3]
