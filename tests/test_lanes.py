@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from consumer.dev.emulator.store import Project
@@ -114,3 +115,42 @@ def test_a_drain_drops_the_revoked_partitions_waiting_events_and_unblocks_the_ot
     users, finished = asyncio.run(scenario())
     assert finished == {(0, 0), (1, 2)}  # the waiting partition-0 event is left to its next owner
     assert sorted(u["dataFields"]["n"] for u in users) == [1, 3]
+
+
+def test_a_call_abandoned_by_a_drain_still_lets_the_events_behind_it_run() -> None:
+    # Partition 0's event of u1 never gets an answer; partition 1's event of u1 waits for it.
+    values = [
+        (0, {"userId": "u1", "dataFields": {"n": 1}}),
+        (1, {"userId": "u1", "dataFields": {"n": 2}}),
+    ]
+
+    async def scenario() -> tuple[list[dict[str, Any]], set[tuple[int, int]]]:
+        project = Project("hybrid")
+        never = asyncio.Event()
+
+        async def hang(request: httpx.Request) -> httpx.Response:
+            if json.loads(request.content)["dataFields"]["n"] == 1:
+                await never.wait()
+            return await answer.handle_async_request(request)
+
+        answer = iterable(project, lambda body: 0)
+        incarnation = start(httpx.MockTransport(hang), bulk=False)
+        for offset, (partition, data) in enumerate(values):
+            value = produced_event(offset, "user.changed", data).record.value
+            delivery = Delivery("user.changed", partition, offset, 1, None, value, (), 0.0)
+            incarnation.processor.submit([delivery])
+        for _ in range(5):  # the first call is on the wire
+            await asyncio.sleep(0)
+        # A short drain timeout: the call never answers, so the drain gives up on it.
+        await incarnation.processor.drain({(("user.changed", 0), 1)}, timeout=0.05)
+        for _ in range(1000):
+            if incarnation.finished:
+                break
+            await asyncio.sleep(0)
+        await incarnation.client.aclose()
+        users = normalise([user.as_json() for user in project.users])
+        return users, {(d.partition, d.offset) for d in incarnation.finished}
+
+    users, finished = asyncio.run(scenario())
+    assert finished == {(1, 1)}
+    assert [u["dataFields"]["n"] for u in users] == [2]
