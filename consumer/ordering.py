@@ -1,8 +1,10 @@
 """Which events may be applied, and in what order. Pure and bounded.
 
-- `lane_key`: events with one key run one at a time, in arrival order; different keys run
-  concurrently (Parallel Consumer's KEY mode). A user is keyed by userId, else email; a
-  device event by its token, so a registration and a revocation of one token share a lane.
+- `LaneKeys` and `Lanes`: an event has a key per identifier it names (userId, email,
+  previous email; a device event its token) and runs once every earlier event sharing a
+  key with it has finished; events sharing none run concurrently (Parallel Consumer's
+  KEY mode, with a user named several ways). A registration and a revocation of one
+  token share a lane.
 - `DeviceGuard`: registrations and revocations of a token come from two topics, so Kafka
   gives no order between them; the guard makes the outcome equal applying them in event
   time order (SPEC §5).
@@ -11,25 +13,20 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import itertools
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, UserChanged
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-
-def lane_key(event: Event) -> str:
-    data = event.data
-    if isinstance(data, UserChanged):
-        return f"user:id:{data.userId}" if data.userId is not None else f"user:email:{data.email}"
-    if isinstance(data, DeviceRegistered):
-        return f"token:{data.device.token}"
-    return f"token:{data.token}"
+# A link matters only while an event of its user waits or runs, and at most
+# CONSUMER_MAX_BUFFERED (5,000 by default) do: twice that covers them (~2 MB).
+LINKS: Final = 10_000
 
 
 class Lru(Generic[K, V]):
@@ -95,8 +92,12 @@ class Decision:
     """What to do with a device event: skip it as stale, or send it (and maybe re-send)."""
 
     stale: bool
-    # Registrations newer than a global revocation being applied: re-send them after it.
+    # Registrations newer than a global revocation being applied and not disabled since:
+    # re-send them after it.
     replay: tuple[DeviceRegistered, ...] = ()
+
+
+_Registration = tuple[datetime, DeviceRegistered, tuple[str, ...]]
 
 
 class DeviceGuard:
@@ -111,7 +112,8 @@ class DeviceGuard:
     def __init__(self, size: int) -> None:
         self._revoked_all: Lru[str, datetime] = Lru(size)
         self._applied: Lru[tuple[str, str], datetime] = Lru(size)
-        self._registrations: Lru[str, dict[str, tuple[datetime, DeviceRegistered]]] = Lru(size)
+        # Per token, per profile: its newest applied registration and every identifier it named.
+        self._registrations: Lru[str, dict[str, _Registration]] = Lru(size)
 
     def decide(
         self,
@@ -122,12 +124,7 @@ class DeviceGuard:
         """Decide before sending; call `applied` once the call (and any replay) succeeded."""
         token = _token(data)
         if not profiles:  # a global revocation
-            newer = tuple(
-                registration
-                for at, registration in (self._registrations.get(token) or {}).values()
-                if at > when
-            )
-            return Decision(stale=False, replay=newer)
+            return Decision(stale=False, replay=self._enabled_since(token, when))
         remembered = [t for p in profiles if (t := self._applied.get((token, p))) is not None]
         if remembered and when < max(remembered):
             return Decision(stale=True)
@@ -135,6 +132,19 @@ class DeviceGuard:
         if isinstance(data, DeviceRegistered) and revoked is not None and when < revoked:
             return Decision(stale=True)
         return Decision(stale=False)
+
+    def _enabled_since(self, token: str, when: datetime) -> tuple[DeviceRegistered, ...]:
+        """Registrations newer than `when` that nothing applied since has disabled."""
+        revoked = self._revoked_all.get(token)
+        enabled = []
+        for at, registration, profiles in (self._registrations.get(token) or {}).values():
+            if at <= when or (revoked is not None and at < revoked):
+                continue
+            # A scoped revocation (or a newer registration) of the profile came after it.
+            if any((t := self._applied.get((token, p))) is not None and t > at for p in profiles):
+                continue
+            enabled.append(registration)
+        return tuple(enabled)
 
     def applied(
         self,
@@ -154,9 +164,131 @@ class DeviceGuard:
             registrations = dict(self._registrations.get(token) or {})
             current = registrations.get(profiles[0])
             if current is None or when >= current[0]:
-                registrations[profiles[0]] = (when, data)
+                registrations[profiles[0]] = (when, data, profiles)
             self._registrations.put(token, registrations)
 
 
 def _token(data: DeviceRegistered | PushPermissionRevoked) -> str:
     return data.device.token if isinstance(data, DeviceRegistered) else data.token
+
+
+class LaneKeys:
+    """An event's lane keys: each identifier it names, and the userId its emails came with.
+
+    Events naming both a userId and an email teach the link (bounded LRU), so `{email: a}`
+    and a later `{userId: u1}` of the same user are ordered too while it is remembered.
+    """
+
+    def __init__(self, size: int = LINKS) -> None:
+        self._user_ids: Lru[str, str] = Lru(size)  # email → the userId last seen with it
+
+    def __call__(self, event: Event) -> tuple[str, ...]:
+        data = event.data
+        if isinstance(data, DeviceRegistered):
+            return (f"token:{data.device.token}",)
+        if isinstance(data, PushPermissionRevoked):
+            return (f"token:{data.token}",)
+        return self._user(data)
+
+    def _user(self, data: UserChanged) -> tuple[str, ...]:
+        user_id, email, previous = data.userId, data.email, data.previousEmail
+        if previous is not None and previous != email:
+            return self._email_change(user_id, email, previous)
+        if email is None:
+            return (f"user:id:{user_id}",)
+        if user_id is None:
+            linked = self._user_ids.get(email)
+            if linked is None:
+                return (f"user:email:{email}",)
+            return (f"user:id:{linked}", f"user:email:{email}")
+        self._user_ids.put(email, user_id)
+        return (f"user:id:{user_id}", f"user:email:{email}")
+
+    def _email_change(self, user_id: str | None, new: str | None, old: str) -> tuple[str, ...]:
+        emails = [e for e in (new, old) if e is not None]
+        if user_id is None:
+            linked = [u for e in emails if (u := self._user_ids.get(e)) is not None]
+            user_id = linked[0] if linked else None
+            keys = {f"user:id:{u}": None for u in linked}
+        else:
+            keys = {f"user:id:{user_id}": None}
+        if user_id is not None:  # the link moves on to the new address
+            for email in emails:
+                self._user_ids.put(email, user_id)
+        for email in emails:
+            keys[f"user:email:{email}"] = None
+        return tuple(keys)
+
+
+class Queued(Protocol):
+    """What `Lanes` keeps on an item: its keys, and in how many it waits behind another."""
+
+    keys: tuple[str, ...]
+    waiting: int
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+class Lanes(Generic[Q]):
+    """Per key a FIFO of items; an item may run once it heads the queue of each of its keys.
+
+    An item only ever waits for items that arrived before it, so there is no cycle and no
+    deadlock. An item without keys may run at once and is not kept.
+    """
+
+    def __init__(self) -> None:
+        # A key's lone item is kept bare: most keys never queue a second, and a deque costs
+        # ~1 µs and 600 bytes to make.
+        self._queues: dict[str, Q | deque[Q]] = {}
+
+    def add(self, item: Q) -> bool:
+        """Queue an item behind every earlier one sharing a key; True if it may run now."""
+        queues, waiting = self._queues, 0
+        for key in item.keys:
+            queue = queues.get(key)
+            if queue is None:
+                queues[key] = item
+                continue
+            if not isinstance(queue, deque):
+                queue = queues[key] = deque((queue,))
+            queue.append(item)
+            waiting += 1
+        item.waiting = waiting
+        return not waiting
+
+    def release(self, item: Q) -> list[Q]:
+        """Remove an item that may run (finished or dropped); the items that may run now."""
+        ready: list[Q] = []
+        queues = self._queues
+        for key in item.keys:
+            queue = queues[key]
+            if not isinstance(queue, deque):
+                del queues[key]
+                continue
+            queue.popleft()
+            if not queue:
+                del queues[key]
+                continue
+            head = queue[0]
+            head.waiting -= 1
+            if not head.waiting:
+                ready.append(head)
+        return ready
+
+    def drop(self, matches: Callable[[Q], bool]) -> list[Q]:
+        """Remove the waiting items that match; the items that may run now."""
+        queues = {k: q if isinstance(q, deque) else deque((q,)) for k, q in self._queues.items()}
+        blocked = {id(i): i for q in queues.values() for i in q if i.waiting}
+        kept = {k: deque(i for i in q if not (i.waiting and matches(i))) for k, q in queues.items()}
+        self._queues = {k: q for k, q in kept.items() if q}
+        for item in blocked.values():
+            item.waiting = 0
+        for queue in kept.values():
+            for item in itertools.islice(queue, 1, None):
+                item.waiting += 1
+        return [i for i in blocked.values() if not i.waiting and not matches(i)]
+
+    def __len__(self) -> int:
+        """How many keys have items queued."""
+        return len(self._queues)

@@ -1,10 +1,10 @@
 """The processing side, on the event loop: parse, order, send, dead-letter, report back.
 
-Each message becomes an item in the lane of its entity (`ordering.lane_key`); a lane runs
-its items one at a time, lanes run concurrently (the client bounds the requests on the
-wire; in bulk mode user updates share requests). Every item ends in exactly one
-`complete(delivery, outcome)` unless its partition is revoked first, in which case it is
-dropped uncommitted and the partition's next owner does it again.
+Each message becomes an item in the lanes of its entity (`ordering.LaneKeys`): it runs once
+every earlier item sharing a lane with it has finished, items sharing none run concurrently
+(the client bounds the requests on the wire; in bulk mode user updates share requests).
+Every item ends in exactly one `complete(delivery, outcome)` unless its partition is revoked
+first, in which case it is dropped uncommitted and the partition's next owner does it again.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import heapq
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol, TypeVar
 
@@ -37,7 +36,7 @@ from consumer.iterable import IterableClient
 from consumer.messages import Delivery, Outcome
 from consumer.messages import TopicPartition as Where
 from consumer.metrics import Metrics
-from consumer.ordering import DeviceGuard, DuplicateWindow, lane_key
+from consumer.ordering import DeviceGuard, DuplicateWindow, LaneKeys, Lanes
 from consumer.redact import pii
 from consumer.status import CREDENTIALS, DEAD_LETTER_CIRCUIT, Status
 from consumer.translate import Call, Translator
@@ -64,13 +63,9 @@ class _Item:
     done: bool = False
     # Made only when a drain waits for this item: an Event per message costs CPU.
     finished: asyncio.Event | None = None
-
-
-@dataclass(eq=False)
-class _Lane:
-    items: deque[_Item] = field(default_factory=deque)
-    current: _Item | None = None
-    task: asyncio.Task[None] | None = None
+    keys: tuple[str, ...] = ()  # its lanes; none for an invalid event (no entity)
+    waiting: int = 0  # in how many lanes an earlier item is still ahead of it
+    task: asyncio.Task[None] | None = None  # the task running it
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +106,9 @@ class Processor:
         self._complete = complete
         self._clock = clock
         self._wall = wall
-        self._lanes: dict[str, _Lane] = {}
+        self._lane_keys = LaneKeys()
+        self._lanes: Lanes[_Item] = Lanes()
+        self._running: set[_Item] = set()
         self._revoked: dict[Where, int] = {}  # partition → newest revoked epoch
         self._credentials_ok = asyncio.Event()
         self._credentials_ok.set()
@@ -139,15 +136,15 @@ class Processor:
         """Queue messages in their lanes (called on the loop, in arrival order)."""
         for delivery in deliveries:
             item = self._item(delivery)
-            if item is None:
-                continue
-            key = lane_key(item.event) if item.event is not None else _own_lane(delivery)
-            lane = self._lanes.setdefault(key, _Lane())
-            lane.items.append(item)
-            if lane.task is None:
-                lane.task = asyncio.create_task(self._run_lane(key, lane))
+            if item.event is not None:
+                item.keys = self._lane_keys(item.event)
+            if self._lanes.add(item):
+                self._start(item)
 
-    def _item(self, delivery: Delivery) -> _Item | None:
+    def _start(self, item: _Item) -> None:
+        item.task = asyncio.create_task(self._run_lane(item))
+
+    def _item(self, delivery: Delivery) -> _Item:
         self._breaker.expect(delivery.where, delivery.offset)
         try:
             event = parse(
@@ -158,33 +155,45 @@ class Processor:
             )
         except InvalidEvent as exc:
             return _Item(delivery, None, exc)
-        if self._duplicates.seen(event, delivery.where):
-            self._finish(delivery, Outcome.DUPLICATE)
-            return None
         return _Item(delivery, event)
 
-    async def _run_lane(self, key: str, lane: _Lane) -> None:
-        while lane.items:
-            item = lane.items.popleft()
+    async def _run_lane(self, first: _Item) -> None:
+        """Run an item, then one it lets run (any others it frees get tasks of their own)."""
+        task = asyncio.current_task()
+        item: _Item | None = first
+        while item is not None:
             if self._is_revoked(item.delivery):
+                item = self._next(item)
                 continue
-            lane.current = item
+            # Judged when it may run, not on arrival: its original may have been running then.
+            if item.event is not None and self._duplicates.seen(item.event, item.delivery.where):
+                self._finish(item.delivery, Outcome.DUPLICATE)
+                item = self._next(item)
+                continue
+            item.task = task
+            self._running.add(item)
+            outcome: Outcome | None = None
             try:
                 outcome = await self._process_until_done(item)
             except asyncio.CancelledError:
                 if not item.abandoned:
                     raise
-                task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                continue
             finally:
-                lane.current = None
+                self._running.discard(item)
                 item.done = True
                 if item.finished is not None:
                     item.finished.set()
-            self._finish(item.delivery, outcome)
-        del self._lanes[key]
+            if outcome is not None:
+                self._finish(item.delivery, outcome)
+            item = self._next(item)
+
+    def _next(self, item: _Item) -> _Item | None:
+        ready = self._lanes.release(item)
+        for other in ready[1:]:
+            self._start(other)
+        return ready[0] if ready else None
 
     # -- one message ----------------------------------------------------------------------
 
@@ -524,25 +533,21 @@ class Processor:
                 self._parked.pop(where, None)
 
     async def _settle_revoked(self, timeout: float) -> None:
-        for lane in self._lanes.values():
-            lane.items = deque(i for i in lane.items if not self._is_revoked(i.delivery))
-        running = [
-            (lane, lane.current)
-            for lane in self._lanes.values()
-            if lane.current is not None and self._is_revoked(lane.current.delivery)
-        ]
+        for item in self._lanes.drop(lambda i: self._is_revoked(i.delivery)):
+            self._start(item)
+        running = [item for item in self._running if self._is_revoked(item.delivery)]
         if not running:
             return
-        for _, item in running:
+        for item in running:
             item.finished = item.finished or asyncio.Event()
-        waits = [asyncio.create_task(_finished(item)) for _, item in running]
+        waits = [asyncio.create_task(_finished(item)) for item in running]
         _, pending = await asyncio.wait(waits, timeout=timeout)
         for task in pending:
             task.cancel()
-        for lane, item in running:
-            if not item.done and lane.task is not None:
+        for item in running:
+            if not item.done and item.task is not None:
                 item.abandoned = True
-                lane.task.cancel()
+                item.task.cancel()
         if pending:
             log.warning(
                 "revoked partitions had calls still running; left uncommitted",
@@ -553,11 +558,6 @@ class Processor:
 async def _finished(item: _Item) -> None:
     assert item.finished is not None  # noqa: S101 - made by the drain before waiting
     await item.finished.wait()
-
-
-def _own_lane(delivery: Delivery) -> str:
-    # Invalid events have no entity; each gets a lane of its own.
-    return f"invalid:{delivery.topic}:{delivery.partition}:{delivery.offset}"
 
 
 def _profiles(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, parse
-from consumer.ordering import DeviceGuard, DuplicateWindow, Lru, lane_key
+from consumer.ordering import DeviceGuard, DuplicateWindow, LaneKeys, Lanes, Lru
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EARLY, LATE = T0, T0 + timedelta(seconds=1)
@@ -41,22 +42,69 @@ def _revoke(token: str = "t", **scope: str) -> PushPermissionRevoked:
     return revoked
 
 
-def test_lanes_key_users_by_user_id_else_email_and_devices_by_token() -> None:
-    assert lane_key(_event("user.changed", {"userId": "1", "email": "a@b.co"})) == "user:id:1"
-    assert lane_key(_event("user.changed", {"email": "a@b.co"})) == "user:email:a@b.co"
-    assert (
-        lane_key(
-            _event(
-                "device.registered",
-                {
-                    "userId": "1",
-                    "device": {"token": "x", "platform": "GCM", "applicationName": "A"},
-                },
-            )
-        )
-        == "token:x"
+def test_a_user_event_has_a_lane_per_identifier_it_names() -> None:
+    keys = LaneKeys()
+    change = {"userId": "1", "email": "b@b.co", "previousEmail": "a@b.co"}
+    assert keys(_event("user.changed", change)) == (
+        "user:id:1",
+        "user:email:b@b.co",
+        "user:email:a@b.co",
     )
-    assert lane_key(_event("push.permission.revoked", {"token": "x"})) == "token:x"
+    assert keys(_event("user.changed", {"email": "c@b.co"})) == ("user:email:c@b.co",)
+
+
+def test_an_email_seen_with_a_user_id_also_takes_that_user_id_lane() -> None:
+    keys = LaneKeys()
+    keys(_event("user.changed", {"userId": "1", "email": "a@b.co"}))
+    assert keys(_event("user.changed", {"email": "a@b.co"})) == ("user:id:1", "user:email:a@b.co")
+    moved = keys(_event("user.changed", {"email": "b@b.co", "previousEmail": "a@b.co"}))
+    assert moved == ("user:id:1", "user:email:b@b.co", "user:email:a@b.co")
+    assert keys(_event("user.changed", {"email": "b@b.co"}))[0] == "user:id:1"
+
+
+def test_email_links_are_bounded() -> None:
+    keys = LaneKeys(size=1)
+    keys(_event("user.changed", {"userId": "1", "email": "a@b.co"}))
+    keys(_event("user.changed", {"userId": "2", "email": "b@b.co"}))
+    assert keys(_event("user.changed", {"email": "a@b.co"})) == ("user:email:a@b.co",)
+
+
+def test_a_device_event_has_its_token_lane() -> None:
+    keys = LaneKeys()
+    device = {"token": "x", "platform": "GCM", "applicationName": "A"}
+    assert keys(_event("device.registered", {"userId": "1", "device": device})) == ("token:x",)
+    assert keys(_event("push.permission.revoked", {"token": "x", "userId": "1"})) == ("token:x",)
+
+
+@dataclass(eq=False)
+class _Queued:
+    name: str
+    keys: tuple[str, ...]
+    waiting: int = 0
+
+
+def test_an_item_runs_once_it_heads_every_lane_it_is_in() -> None:
+    lanes: Lanes[_Queued] = Lanes()
+    a, b, both = _Queued("a", ("a",)), _Queued("b", ("b",)), _Queued("ab", ("a", "b"))
+    later_a, alone = _Queued("a2", ("a",)), _Queued("none", ())
+    assert [lanes.add(i) for i in (a, b, both, later_a, alone)] == [True, True, False, False, True]
+    assert lanes.release(a) == []  # `both` still waits for b
+    assert lanes.release(b) == [both]
+    assert lanes.release(both) == [later_a]
+    assert lanes.release(later_a) == []
+    assert len(lanes) == 0
+
+
+def test_dropping_waiting_items_lets_the_ones_behind_them_run() -> None:
+    lanes: Lanes[_Queued] = Lanes()
+    running, dropped = _Queued("run", ("a",)), _Queued("drop", ("a", "b"))
+    behind = _Queued("behind", ("b",))
+    for item in (running, dropped, behind):
+        lanes.add(item)
+    assert lanes.drop(lambda i: i.name in ("drop", "run")) == [behind]  # a running one stays
+    assert lanes.release(running) == []
+    assert lanes.release(behind) == []
+    assert len(lanes) == 0
 
 
 def test_the_duplicate_window_remembers_applied_events_only() -> None:
@@ -122,3 +170,56 @@ def test_newer_events_are_never_stale() -> None:
     guard.applied(_register(), PROFILE, EARLY)
     assert not guard.decide(_revoke(userId="42"), ("userId:42",), LATE).stale
     assert not guard.decide(_register(token="other"), PROFILE, EARLY).stale
+
+
+def _at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_a_late_global_revocation_does_not_re_send_a_registration_revoked_on_its_profile() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_register(), PROFILE, _at(2))
+    guard.applied(_revoke(userId="42"), ("userId:42",), _at(3))
+    assert guard.decide(_revoke(), (), _at(1)).replay == ()
+
+
+def test_a_late_global_revocation_does_not_re_send_a_registration_a_newer_one_revoked() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_register(), PROFILE, _at(5))
+    guard.applied(_revoke(), (), _at(6))
+    assert guard.decide(_revoke(), (), _at(4)).replay == ()
+
+
+def test_a_late_global_revocation_re_sends_only_the_registrations_still_enabled() -> None:
+    guard = DeviceGuard(100)
+    kept, revoked = _register(user_id="42"), _register(user_id="7")
+    guard.applied(kept, PROFILE, _at(3))
+    guard.applied(revoked, ("userId:7",), _at(3))
+    guard.applied(_revoke(userId="7"), ("userId:7",), _at(4))
+    guard.applied(_register(user_id="9"), ("userId:9",), _at(1))  # older than the revocation
+    assert guard.decide(_revoke(), (), _at(2)).replay == (kept,)
+
+
+def test_a_registration_re_sent_after_an_older_global_revocation_still_counts() -> None:
+    guard = DeviceGuard(100)
+    newer = _register()
+    guard.applied(newer, PROFILE, _at(5))
+    guard.applied(_revoke(), (), _at(4))  # sent, then the newer registration again
+    assert guard.decide(_revoke(), (), _at(3)).replay == (newer,)
+    assert guard.decide(_revoke(userId="42"), ("userId:42",), _at(4)).stale
+
+
+def test_a_scoped_revocation_under_another_identifier_also_blocks_the_replay() -> None:
+    guard = DeviceGuard(100)
+    guard.applied(_register(), PROFILE, _at(2))
+    guard.applied(_revoke(email="a@example.com"), ("email:a@example.com",), _at(3))
+    assert guard.decide(_revoke(), (), _at(1)).replay == ()
+
+
+def test_a_newer_registration_after_a_scoped_revocation_is_re_sent() -> None:
+    guard = DeviceGuard(100)
+    latest = _register()
+    guard.applied(_register(), PROFILE, _at(2))
+    guard.applied(_revoke(userId="42"), ("userId:42",), _at(3))
+    guard.applied(latest, PROFILE, _at(4))
+    assert guard.decide(_revoke(), (), _at(1)).replay == (latest,)
