@@ -41,6 +41,7 @@ def main() -> int:
                 "KAFKA_GROUP_ID": GROUP,
                 "ITERABLE_API_KEY": emulator.api_key,
                 "ITERABLE_BASE_URL": emulator.url,
+                "ITERABLE_ALLOW_INSECURE_HTTP": "true",  # the local emulator speaks plain http
                 "LOG_FORMAT": "console",
             }
         ).start()

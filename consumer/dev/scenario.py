@@ -240,6 +240,7 @@ def consumer_env(
         "KAFKA_GROUP_ID": group,
         "ITERABLE_API_KEY": emulator.api_key,
         "ITERABLE_BASE_URL": emulator.url,
+        "ITERABLE_ALLOW_INSECURE_HTTP": "true",  # the emulator speaks plain http
         "ITERABLE_PROJECT_TYPE": emulator.project_type,
         "LOG_LEVEL": "debug",
         # Short session timeouts: tests kill consumers and must not wait 45 s for the group.
