@@ -114,8 +114,16 @@ class IterableClient:
             }
         )
         self._urls = {e: httpx.URL(f"{settings.base_url}/api/{e.value}") for e in Endpoint}
+        # The wait for a pooled connection is bounded like a connect: a pool held by hanging
+        # calls fails the next one as transient (retried) instead of stalling it.
         timeouts = {"connect": settings.connect_timeout, "read": settings.read_timeout}
-        self._extensions = {"timeout": {**timeouts, "write": settings.read_timeout, "pool": None}}
+        self._extensions = {
+            "timeout": {
+                **timeouts,
+                "write": settings.read_timeout,
+                "pool": settings.connect_timeout,
+            }
+        }
         self._observer = observer or NoObserver()
         self._sleep = sleep
         self._clock = clock
