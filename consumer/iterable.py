@@ -164,9 +164,9 @@ class IterableClient:
         attempt = 0
         while True:
             if gate is not None:  # a retry queues again, behind everyone waiting
-                waited = await gate.wait()
-                if waited > 0:
-                    self._observer.paced(endpoint, waited)
+                sent = await gate.wait()
+                if sent.waited > 0:
+                    self._observer.paced(endpoint, sent.waited)
             try:
                 async with self._slots:
                     return await self._once(request)
@@ -175,7 +175,7 @@ class IterableClient:
                 if not isinstance(exc, TransientError):
                     raise
                 if exc.status == 429 and gate is not None:
-                    gate.throttled()
+                    gate.throttled(sent.at)
                 attempt += 1
                 if self.settings.max_attempts is not None and attempt >= self.settings.max_attempts:
                     raise
@@ -223,6 +223,12 @@ class IterableClient:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    at: float  # loop time the call went
+    waited: float
+
+
 class _Gate:
     """A `Pacer` on the event loop: one timer releases each waiter when its turn comes.
 
@@ -235,22 +241,23 @@ class _Gate:
         self.pacer = pacer
         self._timer: asyncio.TimerHandle | None = None
 
-    async def wait(self) -> float:
-        """Wait for this call's turn; the seconds it waited."""
+    async def wait(self) -> _Turn:
+        """Wait for this call's turn."""
         loop = asyncio.get_running_loop()
         joined = loop.time()
         turn: asyncio.Future[None] = loop.create_future()
         if self.pacer.join(turn, joined):
-            return 0.0
+            return _Turn(joined, 0.0)
         if self._timer is None:
             self._arm(loop, joined)
         await turn
-        return loop.time() - joined
+        now = loop.time()
+        return _Turn(now, now - joined)
 
-    def throttled(self) -> None:
+    def throttled(self, sent: float) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self.pacer.throttled(now):
+        if self.pacer.throttled(now, sent):
             self._arm(loop, now)  # re-timed at the new rate
 
     def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:

@@ -57,14 +57,15 @@ class TokenBucket:
 class AdaptiveRate:
     """The pace policy: a 429 cuts the rate once per storm, calm climbs it back.
 
-    The floor is a share of the ceiling, not 1/s: replicas sharing a project's limit then
-    settle between their floors and the limit instead of halving each other to a crawl.
+    A storm is judged by calls sent at the current rate: 429s for calls sent before the
+    last cut say nothing about the new rate, so they do not cut again. The floor is a
+    share of the ceiling, not 1/s: replicas sharing a project's limit halve each other
+    down to it at worst, and climb back from there.
     """
 
     ceiling: float
-    floor_share: float = 0.25
+    floor_share: float = 0.1
     cut: float = 0.5
-    storm_seconds: float = 1.0  # 429s this close after a cut belong to the same storm
     recovery: float = 0.05  # fraction of the ceiling regained per second without a cut
     rate: float = field(init=False)
     _last_cut: float = field(init=False, default=float("-inf"))
@@ -79,10 +80,10 @@ class AdaptiveRate:
     def floor(self) -> float:
         return self.ceiling * self.floor_share
 
-    def throttled(self, now: float) -> bool:
-        """Iterable said 429: cut the rate unless this storm already did. True if it changed."""
+    def throttled(self, now: float, sent: float) -> bool:
+        """A 429 for a call sent at `sent`: cut unless the call predates the last cut."""
         self.recover(now)
-        if now - self._last_cut < self.storm_seconds or self.rate <= self.floor:
+        if sent < self._last_cut or self.rate <= self.floor:
             return False
         self.rate = max(self.floor, self.rate * self.cut)
         self._last_cut = self._last_recovery = now
@@ -149,9 +150,10 @@ class Pacer(Generic[T]):
         """When the head of the queue may go, or None when nobody waits."""
         return self._bucket.ready_at(now) if self._queue else None
 
-    def throttled(self, now: float) -> bool:
-        """A 429: maybe cut the pace. True if the rate changed (waiters are re-timed)."""
-        changed = self.pace.throttled(now)
+    def throttled(self, now: float, sent: float) -> bool:
+        """A 429 for a call sent at `sent`: maybe cut. True if the rate changed (the queue
+        is then re-timed)."""
+        changed = self.pace.throttled(now, sent)
         if changed:
             self._bucket.set_rate(self.pace.rate, now)
         return changed

@@ -31,13 +31,16 @@ def test_a_bad_bucket_is_refused() -> None:
 # -- the pace policy --------------------------------------------------------------------------
 
 
-def test_a_storm_cuts_the_rate_once_and_calm_restores_it() -> None:
+def test_a_storm_cuts_once_per_round_of_calls_sent_at_the_new_rate() -> None:
     pace = AdaptiveRate(ceiling=400, recovery=0.1)
-    assert pace.throttled(now=1.0)
-    assert not any(pace.throttled(now=1.0 + i / 100) for i in range(1, 100))  # same storm
-    assert pace.rate == pytest.approx(200 + 0.99 * 40)  # and calm climbs meanwhile
-    pace.recover(now=3.0)
-    assert pace.rate == pytest.approx(280)  # 2 s at +0.1 * 400 per second
+    assert pace.throttled(now=1.0, sent=0.95)
+    # 429s for calls sent before the cut say nothing about the new rate.
+    assert not any(pace.throttled(now=1.0 + i / 100, sent=0.99) for i in range(1, 10))
+    assert pace.rate == pytest.approx(200 + 0.09 * 40)  # calm climbs meanwhile
+    assert pace.throttled(now=1.2, sent=1.1)  # sent at the new rate: the storm goes on
+    assert pace.rate == pytest.approx((200 + 0.2 * 40) / 2)
+    pace.recover(now=3.2)
+    assert pace.rate == pytest.approx(104 + 80)  # 2 s at +0.1 * 400 per second
     pace.recover(now=30.0)
     assert pace.rate == 400
 
@@ -45,12 +48,13 @@ def test_a_storm_cuts_the_rate_once_and_calm_restores_it() -> None:
 def test_storm_after_storm_never_takes_the_rate_below_a_share_of_the_ceiling() -> None:
     pace = AdaptiveRate(ceiling=490)
     for step in range(30):
-        pace.throttled(now=float(step))
-    assert pace.rate >= 490 / 4
+        pace.throttled(now=step / 10, sent=step / 10)
+    assert pace.rate >= 490 / 10
 
 
 def test_three_replicas_sharing_a_project_limit_converge_instead_of_collapsing() -> None:
-    """Each pod's ceiling is the whole limit; all three get 429s while their sum exceeds it."""
+    """Each pod's ceiling is the whole limit; all three get 429s while their sum exceeds it
+    (answers 50 ms after sending)."""
     limit, pods = 500.0, [AdaptiveRate(ceiling=490) for _ in range(3)]
     sent = 0.0
     for tick in range(6000):  # 60 s in 10 ms steps
@@ -60,11 +64,11 @@ def test_three_replicas_sharing_a_project_limit_converge_instead_of_collapsing()
         total = sum(pod.rate for pod in pods)
         if total > limit:
             for pod in pods:
-                pod.throttled(now)
+                pod.throttled(now, sent=now - 0.05)
         if now >= 30:
             sent += min(total, limit) / 100
     assert sent / 30 > 0.7 * limit  # the project's limit stays mostly used
-    assert all(pod.rate >= 490 / 4 for pod in pods)
+    assert all(pod.rate >= 490 / 10 for pod in pods)
 
 
 # -- the pacer ------------------------------------------------------------------------------
@@ -94,7 +98,7 @@ def test_a_cut_re_times_the_queue_and_recovery_speeds_it_back_up() -> None:
     pacer: Pacer[int] = Pacer(AdaptiveRate(ceiling=100, recovery=0.0), burst=1)
     for i in range(101):
         pacer.join(i, 0.0)
-    assert pacer.throttled(0.0)
+    assert pacer.throttled(0.0, sent=0.0)
     released = _run_out(pacer, 0.0, set())
     assert released[-1][1] == pytest.approx(100 / 50)  # the 100th waiter, at the new 50/s
 
@@ -148,9 +152,8 @@ def test_no_waiter_is_ever_scheduled_further_ahead_than_its_queue_needs(
                 now = due
                 released += pacer.due(now, lambda i: i not in cancelled)
             now = target
-        elif op == "throttle":
-            now += value
-            pacer.throttled(now)
+        elif op == "throttle":  # a 429 for a call sent `value` ago
+            pacer.throttled(now, sent=now - value)
         elif waiting:
             cancelled.add(waiting[int(value) % len(waiting)])
         released += pacer.due(now, lambda i: i not in cancelled)
@@ -161,4 +164,4 @@ def test_no_waiter_is_ever_scheduled_further_ahead_than_its_queue_needs(
             assert item == waiting[position]  # first come, first served
             assert at <= now + (position + 1) / rate + 1e-6
     assert released == sorted(released)
-    assert pacer.rate >= ceiling / 4
+    assert pacer.rate >= ceiling / 10
