@@ -15,18 +15,28 @@ import ssl
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        verify: ssl.SSLContext | bool = True,
+        resolver: AbstractResolver | None = None,  # DNS; the system's by default
+    ) -> None:
         self._max_connections = max_connections
         self._verify = verify
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the event loop that runs it.
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._verify)
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, ssl=self._verify, resolver=self._resolver
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,

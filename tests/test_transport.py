@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from consumer.endpoints import Endpoint
 from consumer.errors import TransientError
@@ -104,7 +105,22 @@ async def _close(accepted: list[asyncio.StreamWriter]) -> None:
         await writer.wait_closed()
 
 
-def _client(url: str, max_connections: int = 4) -> IterableClient:
+class _HangingDns(AbstractResolver):
+    """A name server that never answers."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        await asyncio.sleep(3600)
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+def _client(
+    url: str, max_connections: int = 4, transport: AiohttpTransport | None = None
+) -> IterableClient:
     settings = ClientSettings(
         base_url=url,
         api_key="k",
@@ -114,7 +130,7 @@ def _client(url: str, max_connections: int = 4) -> IterableClient:
         max_attempts=1,  # show the first failure, which the service would retry
         rates={},
     )
-    return IterableClient(settings)
+    return IterableClient(settings, transport=transport)
 
 
 async def test_a_tls_handshake_that_never_finishes_is_a_transient_timeout() -> None:
@@ -150,3 +166,13 @@ async def test_a_pool_held_by_hanging_requests_fails_the_next_call_as_transient_
         await client.aclose()
         await _close(accepted)
         server.close()
+
+
+async def test_a_name_that_never_resolves_is_a_transient_timeout() -> None:
+    transport = AiohttpTransport(max_connections=4, resolver=_HangingDns())
+    client = _client("https://api.iterable.test", transport=transport)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="timed out"):
+        await asyncio.wait_for(client.post(Endpoint.UPDATE, {"userId": "1"}), 5)
+    assert time.monotonic() - started < 2.0
+    await client.aclose()
