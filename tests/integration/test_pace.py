@@ -7,13 +7,13 @@ All on the defaults: the session emulator enforces Iterable's documented per-pro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.scenario import (
     StreamBuilder,
     Topics,
     all_committed,
+    consumer_env,
     expected_state,
     normalise,
     produce,
@@ -22,7 +22,6 @@ from consumer.dev.scenario import (
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools
 
-Start = Callable[..., ConsumerProcess]
 _PREFIX = "iterable_consumer_"
 
 
@@ -36,12 +35,29 @@ def _total(processes: list[ConsumerProcess], name: str) -> float:
     return sum(float(line.split()[-1]) for line in lines)
 
 
+def _user_heavy_topics(kafka: KafkaTools) -> Topics:
+    """9 user.changed partitions of 11: however the group assigns them, every member of
+    three gets user.changed work, so all three share the project's users/update limit."""
+    prefix = kafka.unique_name("t")
+    sizes = {"user.changed": 9, "device.registered": 1, "push.permission.revoked": 1}
+    names = {t: kafka.create_topic(f"{prefix}.{t}", n) for t, n in sizes.items()}
+    for name in names.values():
+        kafka.create_topic(f"{name}.dlq", 1)
+    return Topics(names)
+
+
 def test_three_consumers_drain_a_backlog_through_a_429_storm_without_the_pace_collapsing(
-    kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
+    kafka: KafkaTools,
+    group_id: str,
+    emulator: EmulatorProcess,
+    consumers: list[ConsumerProcess],
 ) -> None:
+    topics = _user_heavy_topics(kafka)
     events = StreamBuilder(users=3000).events(6000, user_changed_only=True)
     produce(kafka, topics, events)
-    members = [start(emulator) for _ in range(3)]
+    env = consumer_env(kafka, emulator, group_id, topics.env())
+    members = [ConsumerProcess(env).start() for _ in range(3)]
+    consumers.extend(members)
     for member in members:
         member.wait_ready()
 
