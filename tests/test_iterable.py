@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import Callable
 
@@ -163,8 +162,7 @@ async def test_calls_beyond_the_burst_are_paced_at_the_rate() -> None:
 
     client = _client(answer, Sleeps(), rates={Endpoint.UPDATE: 100.0}, burst_seconds=0.01)
     await asyncio.gather(*(client.post(Endpoint.UPDATE, {"userId": str(i)}) for i in range(4)))
-    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
-    assert min(gaps) >= 0.009  # one call per 10 ms at 100/s
+    assert sent[-1] - sent[0] >= 0.029  # a burst of one, then one call per 10 ms at 100/s
     await client.aclose()
 
 
