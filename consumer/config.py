@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.endpoints import Endpoint
@@ -52,6 +52,8 @@ class Settings(BaseSettings):
 
     iterable_api_key: SecretStr
     iterable_region: Literal["us", "eu"] = "us"
+    # Local emulators and tests only: over http:// the API key travels in clear.
+    iterable_allow_insecure_http: bool = False
     iterable_base_url: str | None = None
     iterable_project_type: Literal["email", "userId", "hybrid"] = "hybrid"
     iterable_prefer_user_id: bool = True
@@ -95,6 +97,27 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("iterable_base_url")
+    @classmethod
+    def _not_in_clear(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (
+            value
+            and value.startswith("http://")
+            and not info.data.get("iterable_allow_insecure_http")
+        ):
+            raise ValueError(
+                "http:// would send the API key in clear; use https:// "
+                "(ITERABLE_ALLOW_INSECURE_HTTP=true is for local emulators and tests only)"
+            )
+        return value
+
+    @field_validator("iterable_ca_bundle")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
         return value
 
     @classmethod

@@ -1,7 +1,7 @@
 """The Iterable client: auth, regions, pacing, classification and retries.
 
 httpx requests over an aiohttp-based httpx transport (httpx's own transport is far too
-slow under concurrency, SPEC §6), one adaptive token bucket per endpoint shared by every
+slow under concurrency, SPEC §6), one adaptive FIFO pace per endpoint shared by every
 caller, and retries with full jitter that honour `Retry-After`. Transient failures are
 retried without limit unless `max_attempts` is set; permanent and credential failures are
 raised at once.
@@ -26,7 +26,7 @@ from consumer import __version__
 from consumer.backoff import Backoff, parse_retry_after
 from consumer.endpoints import DEFAULT_RATES, Endpoint
 from consumer.errors import IterableError, TransientError, UntrustedCertificate
-from consumer.ratelimit import AdaptiveRate
+from consumer.ratelimit import AdaptiveRate, Pacer
 from consumer.responses import classify
 from consumer.transport import AiohttpTransport
 
@@ -114,16 +114,24 @@ class IterableClient:
             }
         )
         self._urls = {e: httpx.URL(f"{settings.base_url}/api/{e.value}") for e in Endpoint}
+        # The wait for a pooled connection is bounded like a connect: a pool held by hanging
+        # calls fails the next one as transient (retried) instead of stalling it.
         timeouts = {"connect": settings.connect_timeout, "read": settings.read_timeout}
-        self._extensions = {"timeout": {**timeouts, "write": settings.read_timeout, "pool": None}}
+        self._extensions = {
+            "timeout": {
+                **timeouts,
+                "write": settings.read_timeout,
+                "pool": settings.connect_timeout,
+            }
+        }
         self._observer = observer or NoObserver()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         burst = settings.burst_seconds
         self._slots = asyncio.Semaphore(settings.max_in_flight)
-        self._rates = {
-            endpoint: AdaptiveRate(ceiling=rate, burst=max(1.0, rate * burst))
+        self._gates = {
+            endpoint: _Gate(Pacer(AdaptiveRate(ceiling=rate), burst=max(1.0, rate * burst)))
             for endpoint, rate in settings.rates.items()
         }
 
@@ -145,16 +153,20 @@ class IterableClient:
         return await self._call(_Request("GET", endpoint, None, dict(params), tuple(identifiers)))
 
     def current_rate(self, endpoint: Endpoint) -> float:
-        return self._rates[endpoint].rate
+        return self._gates[endpoint].pacer.rate
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
     async def _call(self, request: _Request) -> Any:
         endpoint = request.endpoint
+        gate = self._gates.get(endpoint)
         attempt = 0
         while True:
-            await self._pace(endpoint)
+            if gate is not None:  # a retry queues again, behind everyone waiting
+                sent = await gate.wait()
+                if sent.waited > 0:
+                    self._observer.paced(endpoint, sent.waited)
             try:
                 async with self._slots:
                     return await self._once(request)
@@ -162,8 +174,8 @@ class IterableClient:
                 exc.attempts = attempt + 1
                 if not isinstance(exc, TransientError):
                     raise
-                if exc.status == 429 and endpoint in self._rates:
-                    self._rates[endpoint].throttled(self._clock())
+                if exc.status == 429 and gate is not None:
+                    gate.throttled(sent.at)
                 attempt += 1
                 if self.settings.max_attempts is not None and attempt >= self.settings.max_attempts:
                     raise
@@ -210,14 +222,60 @@ class IterableClient:
             secrets=(self.settings.api_key,),
         )
 
-    async def _pace(self, endpoint: Endpoint) -> None:
-        rate = self._rates.get(endpoint)
-        if rate is None:
-            return
-        wait = rate.reserve(self._clock())
-        if wait > 0:
-            self._observer.paced(endpoint, wait)
-            await self._sleep(wait)
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    at: float  # loop time the call went
+    waited: float
+
+
+class _Gate:
+    """A `Pacer` on the event loop: one timer releases each waiter when its turn comes.
+
+    Loop time, not the client's clock: the timer runs on the loop's own.
+    """
+
+    __slots__ = ("_timer", "pacer")
+
+    def __init__(self, pacer: Pacer[asyncio.Future[None]]) -> None:
+        self.pacer = pacer
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def wait(self) -> _Turn:
+        """Wait for this call's turn."""
+        loop = asyncio.get_running_loop()
+        joined = loop.time()
+        turn: asyncio.Future[None] = loop.create_future()
+        if self.pacer.join(turn, joined):
+            return _Turn(joined, 0.0)
+        if self._timer is None:
+            self._arm(loop, joined)
+        await turn
+        now = loop.time()
+        return _Turn(now, now - joined)
+
+    def throttled(self, sent: float) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.pacer.throttled(now, sent):
+            self._arm(loop, now)  # re-timed at the new rate
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        due = self.pacer.next_due(now)
+        self._timer = None if due is None else loop.call_at(due, self._release, loop)
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        for turn in self.pacer.due(now, _still_waiting):
+            turn.set_result(None)
+        self._arm(loop, now)
+
+
+def _still_waiting(turn: asyncio.Future[None]) -> bool:
+    return not turn.done()  # a cancelled call gives its place up
 
 
 def _tls(verify: str | bool) -> ssl.SSLContext | bool:

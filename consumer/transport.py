@@ -15,17 +15,28 @@ import ssl
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        verify: ssl.SSLContext | bool = True,
+        resolver: AbstractResolver | None = None,  # DNS; the system's by default
+    ) -> None:
         self._max_connections = max_connections
         self._verify = verify
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the event loop that runs it.
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._verify)
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, ssl=self._verify, resolver=self._resolver
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -36,10 +47,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
-        limits = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=limits.get("connect"), sock_read=limits.get("read")
-        )
+        timeout = self._timeout(request.extensions.get("timeout", {}))
         try:
             async with session.request(
                 request.method,
@@ -50,6 +58,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=timeout,
             ) as response:
                 body = await response.read()
+        except aiohttp.ConnectionTimeoutError as exc:  # no connection: the request never left
+            raise httpx.ConnectTimeout(str(exc), request=request) from exc
         except aiohttp.ServerTimeoutError as exc:
             raise httpx.ReadTimeout(str(exc), request=request) from exc
         except TimeoutError as exc:  # asyncio's, from a connect that never finished
@@ -61,6 +71,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             response.status, headers=response.raw_headers, content=body, request=request
         )
+
+    def _timeout(self, limits: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        """httpx's timeouts as aiohttp's: `sock_connect` bounds TCP and the TLS handshake;
+        `connect` bounds getting a connection at all: the pool wait, DNS and all of that."""
+        connect, read, pool = limits.get("connect"), limits.get("read"), limits.get("pool")
+        key = (connect, read, pool)
+        found = self._timeouts.get(key)
+        if found is None:
+            whole = None if connect is None or pool is None else connect + pool
+            found = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, connect=whole, sock_connect=connect, sock_read=read
+            )
+        return found
 
     async def aclose(self) -> None:
         if self._session is not None:

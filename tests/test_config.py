@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -102,3 +104,28 @@ def test_the_default_group_protocol_co_partitions_the_device_topics() -> None:
     classic = consumer_config("b:9092", "g", {}, Metrics(CollectorRegistry()), "classic")
     assert classic["partition.assignment.strategy"] == "range"
     assert load(BASE).kafka_group_protocol == "consumer"
+
+
+def test_an_http_iterable_url_is_refused_at_start_unless_allowed_for_an_emulator(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The API key travels in a header: over http:// anyone on the path reads it."""
+    environ = {**BASE, "ITERABLE_BASE_URL": "http://iterable.internal:8080"}
+    assert main(["run"], environ=environ) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("iterable-consumer: configuration error: ITERABLE_BASE_URL: ")
+    assert "ITERABLE_ALLOW_INSECURE_HTTP" in line
+    allowed = load({**environ, "ITERABLE_ALLOW_INSECURE_HTTP": "true"})
+    assert allowed.iterable_base_url == "http://iterable.internal:8080"
+    assert load({**BASE, "ITERABLE_BASE_URL": "https://api.iterable.com"}).iterable_base_url
+
+
+def test_a_missing_ca_bundle_file_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    environ = {**BASE, "ITERABLE_CA_BUNDLE": str(tmp_path / "absent.pem")}
+    assert main(["run"], environ=environ) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("iterable-consumer: configuration error: ITERABLE_CA_BUNDLE: ")
+    (tmp_path / "present.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load({**BASE, "ITERABLE_CA_BUNDLE": str(tmp_path / "present.pem")}).iterable_ca_bundle

@@ -57,6 +57,7 @@ def main() -> int:
                 "KAFKA_GROUP_ID": GROUP,
                 "ITERABLE_API_KEY": emulator.api_key,
                 "ITERABLE_BASE_URL": emulator.url,
+                "ITERABLE_ALLOW_INSECURE_HTTP": "true",  # the local emulator speaks plain http
                 # JSON at debug: one "message finished" line per event feeds the table.
                 "LOG_LEVEL": "debug",
             }

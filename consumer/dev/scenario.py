@@ -233,6 +233,7 @@ def consumer_env(
         "KAFKA_GROUP_ID": group,
         "ITERABLE_API_KEY": emulator.api_key,
         "ITERABLE_BASE_URL": emulator.url,
+        "ITERABLE_ALLOW_INSECURE_HTTP": "true",  # the emulator speaks plain http
         "ITERABLE_PROJECT_TYPE": emulator.project_type,
         "LOG_LEVEL": "debug",
         # Session timeouts are the broker's (KIP-848); the local broker keeps them short.

@@ -402,6 +402,29 @@ def test_the_documented_rate_limit_answers_429_rate_limit_exceeded() -> None:
         assert sum(r.status_code == 200 for r in statuses) <= 21
 
 
+def test_the_rate_limit_is_the_project_s_shared_by_every_client_and_key() -> None:
+    """Iterable limits per project: two pods (own connections, own keys) share one budget."""
+    with EmulatorProcess(
+        "--rate-limit", "users/update=20", "--api-key", "second-key", "--quiet"
+    ) as emulator:
+        clients = [
+            httpx.Client(base_url=emulator.url, headers={"Api-Key": key})
+            for key in (emulator.api_key, "second-key")
+        ]
+        statuses: list[list[int]] = [[], []]
+        started = time.monotonic()
+        for i in range(30):  # interleaved
+            for n, client in enumerate(clients):
+                reply = client.post("/api/users/update", json={"email": f"p{n}-{i}@example.com"})
+                statuses[n].append(reply.status_code)
+        elapsed = time.monotonic() - started
+        for client in clients:
+            client.close()
+    # One budget: a 1 s burst of 20 plus 20/s refill, for both clients together.
+    assert sum(s.count(200) for s in statuses) <= 20 + 20 * elapsed + 1
+    assert all(s.count(429) > 0 for s in statuses)
+
+
 def test_faults_change_at_run_time(hybrid: EmulatorProcess) -> None:
     hybrid.faults(outage_seconds=30, non_json_errors=True)
     down = _post(hybrid, "update", {"email": "a@example.com"})

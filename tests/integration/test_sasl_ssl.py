@@ -66,6 +66,7 @@ def _env(
         "KAFKA_BOOTSTRAP_SERVERS": cluster.sasl_ssl_bootstrap_servers,
         "ITERABLE_API_KEY": emulator.api_key,
         "ITERABLE_BASE_URL": emulator.url,
+        "ITERABLE_ALLOW_INSECURE_HTTP": "true",  # the emulator speaks plain http
         "TOPIC_USER_CHANGED": topics["user.changed"],
         "TOPIC_DEVICE_REGISTERED": topics["device.registered"],
         "TOPIC_PUSH_REVOKED": topics["push.permission.revoked"],
