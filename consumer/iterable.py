@@ -32,6 +32,8 @@ from consumer.transport import AiohttpTransport
 
 REGIONS: Final = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 USER_AGENT: Final = f"iterable-consumer/{__version__}"
+# The least pace of an endpoint whatever the pod's share: its calls never wait forever.
+MIN_RATE: Final = 1.0
 
 
 class CallObserver(Protocol):
@@ -152,6 +154,17 @@ class IterableClient:
     ) -> Any:
         return await self._call(_Request("GET", endpoint, None, dict(params), tuple(identifiers)))
 
+    def set_shares(self, shares: Mapping[Endpoint, float]) -> None:
+        """Pace each endpoint at its configured (project) limit times this pod's share.
+
+        Called on the loop whenever the partition assignment changes; calls already waiting
+        are re-timed at the new rate. A share of 0 keeps a trickle (MIN_RATE), for the rare
+        call an endpoint gets from another topic's events."""
+        for endpoint, share in shares.items():
+            gate = self._gates.get(endpoint)
+            if gate is not None:
+                gate.set_ceiling(max(MIN_RATE, self.settings.rates[endpoint] * share))
+
     def current_rate(self, endpoint: Endpoint) -> float:
         return self._gates[endpoint].pacer.rate
 
@@ -253,6 +266,13 @@ class _Gate:
         await turn
         now = loop.time()
         return _Turn(now, now - joined)
+
+    def set_ceiling(self, ceiling: float) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.pacer.set_ceiling(ceiling, now)
+        if self.pacer.waiting:
+            self._arm(loop, now)  # re-timed at the new rate
 
     def throttled(self, sent: float) -> None:
         loop = asyncio.get_running_loop()

@@ -89,6 +89,15 @@ class AdaptiveRate:
         self._last_cut = self._last_recovery = now
         return True
 
+    def set_ceiling(self, ceiling: float) -> None:
+        """A new ceiling (this pod's share of the project's limit moved). The rate keeps
+        its place relative to the ceiling, so a pod recovering from 429s goes on
+        recovering, and one at full pace takes the new ceiling at once."""
+        if ceiling <= 0:
+            raise ValueError("a pace needs a ceiling > 0")
+        self.rate = self.rate * ceiling / self.ceiling
+        self.ceiling = ceiling
+
     def recover(self, now: float) -> bool:
         """Climb back towards the ceiling for the calm since last asked. True if it changed."""
         if self.rate >= self.ceiling or now <= self._last_recovery:
@@ -157,6 +166,11 @@ class Pacer(Generic[T]):
         if changed:
             self._bucket.set_rate(self.pace.rate, now)
         return changed
+
+    def set_ceiling(self, ceiling: float, now: float) -> None:
+        """Pace at a new ceiling from now on; the queue is re-timed at the new rate."""
+        self.pace.set_ceiling(ceiling)
+        self._bucket.set_rate(self.pace.rate, now)
 
     def _adjust(self, now: float) -> None:
         if self.pace.recover(now):

@@ -12,7 +12,7 @@ import pytest
 from consumer.backoff import Backoff
 from consumer.endpoints import Endpoint
 from consumer.errors import CredentialsError, PermanentError, TransientError
-from consumer.iterable import ClientSettings, IterableClient, base_url
+from consumer.iterable import MIN_RATE, ClientSettings, IterableClient, base_url
 
 pytestmark = pytest.mark.anyio
 
@@ -173,4 +173,15 @@ async def test_the_api_key_never_appears_in_errors() -> None:
         await client.post(Endpoint.UPDATE, {"userId": "1"})
     assert "secret-key" not in str(caught.value)
     assert "secret-key" not in repr(client.settings)
+    await client.aclose()
+
+
+async def test_each_endpoint_is_paced_at_the_pods_share_of_the_project_limit() -> None:
+    client = _client(Recorder(_json(200, OK)), Sleeps())
+    client.set_shares({Endpoint.UPDATE: 1 / 3, Endpoint.REGISTER_DEVICE: 0.0})
+    assert client.current_rate(Endpoint.UPDATE) == pytest.approx(490 / 3)
+    assert client.current_rate(Endpoint.REGISTER_DEVICE) == MIN_RATE  # never zero
+    assert client.current_rate(Endpoint.DISABLE_DEVICE) == 490  # not named: unchanged
+    client.set_shares({Endpoint.UPDATE: 1.0})
+    assert client.current_rate(Endpoint.UPDATE) == pytest.approx(490)
     await client.aclose()

@@ -103,6 +103,23 @@ def test_a_cut_re_times_the_queue_and_recovery_speeds_it_back_up() -> None:
     assert released[-1][1] == pytest.approx(100 / 50)  # the 100th waiter, at the new 50/s
 
 
+def test_a_new_share_of_the_project_limit_re_times_the_queue() -> None:
+    # Three members: this pod's share of users/update drops from all to a third.
+    pacer: Pacer[int] = Pacer(AdaptiveRate(ceiling=90, recovery=0.0), burst=1)
+    for i in range(91):
+        pacer.join(i, 0.0)
+    pacer.set_ceiling(30, 0.0)
+    released = _run_out(pacer, 0.0, set())
+    assert released[-1][1] == pytest.approx(90 / 30)
+
+
+def test_a_pod_recovering_from_429s_keeps_its_place_under_a_new_ceiling() -> None:
+    pace = AdaptiveRate(ceiling=400)
+    pace.throttled(0.0, sent=0.0)  # 200 of 400
+    pace.set_ceiling(200)
+    assert (pace.rate, pace.ceiling) == (100, 200)
+
+
 def test_a_waiter_that_gave_up_takes_no_place_and_no_token() -> None:
     pacer: Pacer[int] = Pacer(AdaptiveRate(ceiling=10), burst=1)
     for i in range(4):
