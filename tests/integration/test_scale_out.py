@@ -1,0 +1,106 @@
+"""Scale-out on the defaults: several pods, one Iterable project, its limits shared.
+
+Each pod paces each endpoint at the project's limit times its share of the partitions that
+feed it (SPEC §6), so a group of any size stays under the project's limits without
+coordinating, and together the pods use nearly all of them. The session emulator enforces
+Iterable's documented limits per project, shared by every client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from bench.measure import sustained_rate, throttled_share
+from consumer.dev.emulator.process import EmulatorProcess
+from consumer.dev.scenario import (
+    StreamBuilder,
+    all_committed,
+    consumer_env,
+    create_topics,
+    expected_state,
+    normalise,
+    produce,
+    wait_for,
+)
+from consumer.dev.service_process import ConsumerProcess
+from consumer.dev.topics import KafkaTools
+
+PARTITIONS = 12
+UPDATE_LIMIT, BULK_LIMIT = 500.0, 5.0  # Iterable's documented per-project limits
+
+
+def _calls_after_start(emulator: EmulatorProcess) -> list[dict[str, object]]:
+    return [c for c in emulator.calls() if str(c["path"]).startswith("/api/users/")]
+
+
+def _scale(
+    env: dict[str, str], consumers: list[ConsumerProcess], plan: list[tuple[int, int]]
+) -> Callable[[int], None]:
+    """Follow `plan` — (calls seen, members wanted) — adding or stopping members."""
+    running: list[ConsumerProcess] = []
+
+    def step(calls: int) -> None:
+        while plan and calls >= plan[0][0]:
+            _, wanted = plan.pop(0)
+            while len(running) < wanted:
+                running.append(ConsumerProcess(env).start())
+                consumers.append(running[-1])
+            while len(running) > wanted:
+                assert running.pop(0).terminate() == 0
+
+    return step
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        pytest.param([(0, 3)], id="three members"),
+        pytest.param([(0, 1), (2_000, 3), (6_000, 2)], id="one, then three, then two"),
+    ],
+)
+def test_the_group_shares_the_projects_limit_without_429s(
+    kafka: KafkaTools,
+    group_id: str,
+    emulator: EmulatorProcess,
+    consumers: list[ConsumerProcess],
+    plan: list[tuple[int, int]],
+) -> None:
+    topics = create_topics(kafka, PARTITIONS)
+    events = StreamBuilder(users=3_000).events(14_000, user_changed_only=True)
+    produce(kafka, topics, events)
+    env = consumer_env(kafka, emulator, group_id, topics.env(), LOG_LEVEL="info")
+    scale = _scale(env, consumers, plan)
+    scale(0)
+
+    def progress() -> bool:
+        scale(len(emulator.calls()))
+        return all_committed(kafka, group_id, topics)
+
+    wait_for(progress, 180, "the backlog drained")
+    calls = _calls_after_start(emulator)
+    assert throttled_share(calls, skip=5.0) < 0.001
+    assert sustained_rate(calls, "/api/users/update") >= 0.95 * UPDATE_LIMIT
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
+
+
+def test_bulk_mode_shares_the_bulk_limit_across_three_members(
+    kafka: KafkaTools,
+    group_id: str,
+    emulator: EmulatorProcess,
+    consumers: list[ConsumerProcess],
+) -> None:
+    """In bulk mode (the setting this test is about) bulkUpdate's 5 requests/s is shared."""
+    topics = create_topics(kafka, PARTITIONS)
+    events = StreamBuilder(users=20_000).events(40_000, user_changed_only=True)
+    produce(kafka, topics, events)
+    env = consumer_env(
+        kafka, emulator, group_id, topics.env(), LOG_LEVEL="info", ITERABLE_USER_UPDATE_MODE="bulk"
+    )
+    consumers.extend(ConsumerProcess(env).start() for _ in range(3))
+    wait_for(lambda: all_committed(kafka, group_id, topics), 180, "the backlog drained")
+    calls = _calls_after_start(emulator)
+    assert throttled_share(calls, skip=5.0) < 0.001
+    assert not [c for c in calls if c["path"] == "/api/users/update"]
+    assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
