@@ -14,14 +14,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
 from consumer.backpressure import BufferLimits
 from consumer.bulk import BulkLimits
-from consumer.config import Settings, rate_overrides
+from consumer.config import KAFKA_CONFIG_PREFIX, Settings, rate_overrides
 from consumer.dead_letters import DeadLetterProducer
 from consumer.dlq import DeadLetterBreaker
 from consumer.endpoints import DEFAULT_RATES, Endpoint
+from consumer.errors import ConfigError
 from consumer.iterable import ClientSettings, IterableClient, base_url
 from consumer.messages import Delivery
 from consumer.messages import TopicPartition as Where
@@ -77,7 +79,11 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     status = Status()
     client = IterableClient(client_settings(settings), observer=metrics)
     producer_config = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}
-    dead_letters = DeadLetterProducer(producer_config)
+    try:
+        # The first librdkafka client built: it checks the KAFKA_CONFIG_* passthrough.
+        dead_letters = DeadLetterProducer(producer_config, status)
+    except KafkaException as exc:
+        raise _config_error(exc, wiring.kafka) from None
     stop = threading.Event()
 
     source: KafkaSource
@@ -110,7 +116,12 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
 
     def drain(partitions: set[tuple[Where, int]], timeout: float) -> None:
         future = asyncio.run_coroutine_threadsafe(processor.drain(partitions, timeout), loop)
-        future.result(timeout + 5)
+        try:
+            future.result(timeout + 5)
+        except TimeoutError:
+            # A busy loop must not cost the Kafka thread: the partitions go uncommitted.
+            future.cancel()
+            log.warning("drain did not finish in time", extra={"timeout_seconds": timeout})
 
     def restore(history: list[Delivery]) -> None:
         loop.call_soon_threadsafe(processor.restore, history)
@@ -169,8 +180,22 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         await asyncio.to_thread(dead_letters.close)
         await client.aclose()
         await probes.cleanup()
-    log.info("stopped")
-    return 1 if failures else 0
+    failure = status.failure()
+    log.info("stopped", extra={"failure": failure} if failure else {})
+    return 1 if failures or failure else 0
+
+
+def _config_error(exc: KafkaException, kafka: dict[str, str]) -> ConfigError:
+    """librdkafka refused a property: name the variable, never echo the value."""
+    error: KafkaError = exc.args[0]
+    text = error.str()
+    named = [key for key in kafka if f'"{key}"' in text]
+    variable = (
+        KAFKA_CONFIG_PREFIX + named[0].upper().replace(".", "_") if named else "KAFKA_CONFIG_*"
+    )
+    if "No such configuration property" in text:
+        return ConfigError(variable, f"librdkafka has no property {named[0] if named else ''}")
+    return ConfigError(variable, "librdkafka refuses this value")
 
 
 def _stopper(stop: threading.Event, signum: int) -> Callable[[], None]:

@@ -40,3 +40,26 @@ def test_python_dash_m_runs_the_same_cli() -> None:
         check=True,
     )
     assert json.loads(result.stdout)["title"] == "user.changed"
+
+
+def test_an_unknown_kafka_property_is_one_line_naming_the_variable_and_exit_2() -> None:
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "ITERABLE_API_KEY": "k" * 32,
+        "KAFKA_CONFIG_NO_SUCH_PROPERTY": "1",
+        "METRICS_PORT": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "iterable-consumer: configuration error: KAFKA_CONFIG_NO_SUCH_PROPERTY: "
+        "librdkafka has no property no.such.property"
+    ]
