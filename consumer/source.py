@@ -167,9 +167,12 @@ class KafkaSource:
 
     def _client_error(self, error: KafkaError) -> None:
         """librdkafka's error callback: most errors it recovers from; a fatal one ends us."""
-        if not error.fatal():
+        if error.fatal():
+            self._fatal(error)
+        else:
             log.warning("kafka client error", extra={"code": error.name()})
-            return
+
+    def _fatal(self, error: KafkaError) -> None:
         self._fenced = True
         if self._status.fail(f"kafka consumer: {error.name()}"):
             log.error(
@@ -198,6 +201,10 @@ class KafkaSource:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 self._at_end.add((message.topic() or "", message.partition() or 0))
+            elif error.fatal() or error.code() == KafkaError._FATAL:
+                # librdkafka hands a fatal consumer error (a fenced group.instance.id) to
+                # the application as a message, not through error_cb.
+                self._fatal(error)
             else:
                 log.warning("kafka message error", extra={"code": error.name()})
             return None

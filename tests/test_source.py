@@ -236,15 +236,23 @@ def test_a_completion_from_before_the_offsets_went_back_does_not_count() -> None
     assert ("a", 0) not in fake.broker
 
 
-def test_a_fatal_kafka_error_stops_the_source_and_fails_liveness() -> None:
+def _fatal_callback(fake: FakeConsumer) -> list[Message]:
+    fake.config["error_cb"](KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced", fatal=True))
+    return []
+
+
+def _fatal_message(fake: FakeConsumer) -> list[Message]:
+    # How librdkafka hands a fenced consumer's fatal error to the application.
+    error = KafkaError(KafkaError._FATAL, "Fatal consumer error: Broker: Static consumer fenced")
+    return [Message(topic="a", partition=0, offset=-1001, error=error)]
+
+
+@pytest.mark.parametrize("report", [_fatal_callback, _fatal_message])
+def test_a_fatal_kafka_error_stops_the_source_and_fails_liveness(report: Step) -> None:
     harness = Harness()
     harness.then(lambda fake: fake.assign(("a", 0)))
     harness.then(lambda fake: [message("a", 0, 0)])
-    harness.then(
-        lambda fake: fake.config["error_cb"](
-            KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced", fatal=True)
-        )
-    )
+    harness.then(report)
     harness.idle(50)  # it stops by itself long before these
     fake = harness.run()
     assert fake.steps, "the source kept polling after a fatal error"
