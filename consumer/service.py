@@ -14,12 +14,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
 
 from consumer.backpressure import BufferLimits
 from consumer.bulk import BulkLimits
-from consumer.config import KAFKA_CONFIG_PREFIX, Settings, rate_overrides
+from consumer.config import Settings, rate_overrides, refused_property
 from consumer.dead_letters import DeadLetterProducer
 from consumer.dlq import DeadLetterBreaker
 from consumer.endpoints import DEFAULT_RATES, Endpoint
@@ -78,12 +78,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     metrics = Metrics(registry or CollectorRegistry())
     status = Status()
     client = IterableClient(client_settings(settings), observer=metrics)
-    producer_config = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}
-    try:
-        # The first librdkafka client built: it checks the KAFKA_CONFIG_* passthrough.
-        dead_letters = DeadLetterProducer(producer_config, status)
-    except KafkaException as exc:
-        raise _config_error(exc, wiring.kafka) from None
+    dead_letters = _dead_letter_producer(wiring, status)
     stop = threading.Event()
 
     source: KafkaSource
@@ -166,6 +161,8 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     def consume() -> None:
         try:
             source.run(stop)
+        except ConfigError as exc:  # raised before consuming began: a usage error
+            failures.append(exc)
         except BaseException as exc:
             failures.append(exc)
             log.exception("the Kafka consumer failed")
@@ -180,22 +177,26 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         await asyncio.to_thread(dead_letters.close)
         await client.aclose()
         await probes.cleanup()
+    return _exit_code(failures, status)
+
+
+def _dead_letter_producer(wiring: Wiring, status: Status) -> DeadLetterProducer:
+    config = {"bootstrap.servers": wiring.settings.kafka_bootstrap_servers, **wiring.kafka}
+    try:
+        # The first librdkafka client built: it checks the KAFKA_CONFIG_* passthrough.
+        return DeadLetterProducer(config, status)
+    except KafkaException as exc:
+        raise refused_property(exc.args[0].str(), wiring.kafka) from None
+
+
+def _exit_code(failures: list[BaseException], status: Status) -> int:
+    """0 after a requested stop; 1 after a failure; a configuration error is raised."""
+    for exc in failures:
+        if isinstance(exc, ConfigError):
+            raise exc
     failure = status.failure()
     log.info("stopped", extra={"failure": failure} if failure else {})
     return 1 if failures or failure else 0
-
-
-def _config_error(exc: KafkaException, kafka: dict[str, str]) -> ConfigError:
-    """librdkafka refused a property: name the variable, never echo the value."""
-    error: KafkaError = exc.args[0]
-    text = error.str()
-    named = [key for key in kafka if f'"{key}"' in text]
-    variable = (
-        KAFKA_CONFIG_PREFIX + named[0].upper().replace(".", "_") if named else "KAFKA_CONFIG_*"
-    )
-    if "No such configuration property" in text:
-        return ConfigError(variable, f"librdkafka has no property {named[0] if named else ''}")
-    return ConfigError(variable, "librdkafka refuses this value")
 
 
 def _stopper(stop: threading.Event, signum: int) -> Callable[[], None]:

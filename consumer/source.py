@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, Protocol, overload
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.backpressure import BufferLimits, to_pause
+from consumer.config import refused_property
 from consumer.lookback import read_back
 from consumer.messages import Delivery, Outcome, normalise_headers
 from consumer.messages import TopicPartition as Where
@@ -153,9 +154,12 @@ class KafkaSource:
     # -- the poll thread ------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        consumer = self._connect(
-            {**self._config, "on_commit": self._committed, "error_cb": self._client_error}
-        )
+        try:
+            consumer = self._connect(
+                {**self._config, "on_commit": self._committed, "error_cb": self._client_error}
+            )
+        except KafkaException as exc:
+            raise refused_property(exc.args[0].str(), self._config) from None
         consumer.subscribe(
             self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
