@@ -10,7 +10,7 @@ from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from consumer.dlq import DeadLetter, smaller
+from consumer.dlq import SOURCE_OFFSET, SOURCE_PARTITION, DeadLetter, smaller
 from consumer.status import Status
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,15 @@ class DeadLetterProducer:
             if error is None:
                 return
             if error.code() in _TOO_LARGE and (cut := smaller(record)) is not None:
+                source = dict(record.headers)
                 log.warning(
                     "dead letter too large for its topic; writing it without its value",
-                    extra={"topic": record.topic, "error": error.name()},
+                    extra={
+                        "topic": record.topic,
+                        "error": error.name(),
+                        "partition": source.get(SOURCE_PARTITION, b"").decode(),
+                        "offset": source.get(SOURCE_OFFSET, b"").decode(),
+                    },
                 )
                 record = cut
                 continue
