@@ -207,3 +207,19 @@ def rate_overrides(text: str) -> dict[str, float]:
         if rates[endpoint.strip()] <= 0:
             raise ValueError(f"a rate must be positive, got {entry!r}")
     return rates
+
+
+def refused_property(reason: str, properties: Mapping[str, str]) -> ConfigError:
+    """librdkafka refused a `KAFKA_CONFIG_*` property: name the variable, never the value."""
+    named = [key for key in properties if f'"{key}"' in reason or f"`{key}`" in reason]
+    if not named:
+        return ConfigError(
+            f"{KAFKA_CONFIG_PREFIX}*", f"librdkafka refuses the configuration: {reason}"
+        )
+    key = named[0]
+    variable = KAFKA_CONFIG_PREFIX + key.upper().replace(".", "_")
+    if "No such configuration property" in reason:
+        return ConfigError(variable, f"librdkafka has no property {key}")
+    if properties[key] in reason:
+        return ConfigError(variable, "librdkafka refuses this value")
+    return ConfigError(variable, f"librdkafka refuses it: {reason}")

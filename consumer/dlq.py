@@ -24,6 +24,10 @@ HTTP_STATUS: Final = "dlq.http.status"
 ITERABLE_CODE: Final = "dlq.iterable.code"
 ATTEMPTS: Final = "dlq.attempts"
 FAILED_AT: Final = "dlq.failed.at"
+VALUE_OMITTED: Final = "dlq.value.omitted"
+VALUE_BYTES: Final = "dlq.value.bytes"
+KEY_OMITTED: Final = "dlq.key.omitted"
+KEY_BYTES: Final = "dlq.key.bytes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,38 @@ def dead_letter(
         value=value,
         headers=kept + tuple((k, v.encode()) for k, v in added),
     )
+
+
+def smaller(record: DeadLetter) -> DeadLetter | None:
+    """The record cut down for a dead-letter topic that refused it as too large.
+
+    First without its value, then also without its key and original headers; the `dlq.*`
+    headers always stay (the original message is still in its source topic, at the
+    offset they name). None when nothing is left to drop.
+    """
+    if record.value is not None:
+        return DeadLetter(
+            topic=record.topic,
+            key=record.key,
+            value=None,
+            headers=(
+                *record.headers,
+                (VALUE_OMITTED, b"true"),
+                (VALUE_BYTES, str(len(record.value)).encode()),
+            ),
+        )
+    kept = tuple((k, v) for k, v in record.headers if k.startswith(HEADER_PREFIX))
+    if record.key is None and kept == record.headers:
+        return None
+    key_headers = (
+        ()
+        if record.key is None
+        else (
+            (KEY_OMITTED, b"true"),
+            (KEY_BYTES, str(len(record.key)).encode()),
+        )
+    )
+    return DeadLetter(topic=record.topic, key=None, value=None, headers=kept + key_headers)
 
 
 def source_of(headers: tuple[tuple[str, bytes], ...]) -> str | None:

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumer.messages import Delivery, normalise_headers
 
@@ -30,7 +30,10 @@ def read_back(
     if not partitions or records <= 0:
         return []
     reader = Consumer(
-        {k: v for k, v in config.items() if not k.endswith("_cb")} | {"enable.auto.commit": False}
+        {k: v for k, v in config.items() if not k.endswith("_cb")}
+        # End-of-partition events end the read of a partition whose last records before
+        # the committed offset are gone (compacted) or were transaction markers.
+        | {"enable.auto.commit": False, "enable.partition.eof": True}
     )
     wanted = [TopicPartition(t, p) for t in topics for p in sorted(partitions)]
     try:
@@ -64,9 +67,14 @@ def _read(
     while remaining and time.monotonic() < deadline:
         for message in reader.consume(num_messages=1000, timeout=0.5):
             topic, partition, offset = message.topic(), message.partition(), message.offset()
-            if message.error() is not None or topic is None or partition is None or offset is None:
+            if topic is None or partition is None or offset is None:
                 continue
             where = (topic, partition)
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(where)  # nothing more to read: the rest is not there
+                continue
             if where not in remaining:
                 continue
             value = message.value()

@@ -106,6 +106,12 @@ class Metrics:
         self.rebalances = Counter(
             f"{p}rebalances", "Partition assignment changes by kind.", ["kind"], registry=registry
         )
+        self.offset_resets = Counter(
+            f"{p}offset_resets",
+            "Times a partition's offsets went backwards (log truncation, offset reset).",
+            ["topic"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             f"{p}dead_letters",
             "Messages written to a dead-letter topic.",

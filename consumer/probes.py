@@ -25,7 +25,8 @@ def make_app(
     async def livez(request: web.Request) -> web.Response:
         if status.live(clock(), liveness_timeout):
             return web.json_response({"live": True})
-        return web.json_response({"live": False, "reason": "poll loop stalled"}, status=503)
+        reason = "failed" if status.failure() is not None else "poll loop stalled"
+        return web.json_response({"live": False, "reason": reason}, status=503)
 
     async def readyz(request: web.Request) -> web.Response:
         ready, reasons = status.ready()

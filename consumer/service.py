@@ -21,11 +21,12 @@ from prometheus_client import CollectorRegistry
 
 from consumer.backpressure import BufferLimits
 from consumer.bulk import BulkLimits
-from consumer.config import Settings, rate_overrides
+from consumer.config import Settings, rate_overrides, refused_property
 from consumer.copartition import copartition_problem
 from consumer.dead_letters import DeadLetterProducer
 from consumer.dlq import DeadLetterBreaker
 from consumer.endpoints import DEFAULT_RATES, Endpoint
+from consumer.errors import ConfigError
 from consumer.iterable import ClientSettings, IterableClient, base_url
 from consumer.messages import Delivery
 from consumer.messages import TopicPartition as Where
@@ -80,8 +81,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     metrics = Metrics(registry or CollectorRegistry())
     status = Status()
     client = IterableClient(client_settings(settings), observer=metrics)
-    producer_config = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}
-    dead_letters = DeadLetterProducer(producer_config)
+    dead_letters = _dead_letter_producer(wiring, status)
     stop = threading.Event()
 
     source: KafkaSource
@@ -114,7 +114,12 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
 
     def drain(partitions: set[tuple[Where, int]], timeout: float) -> None:
         future = asyncio.run_coroutine_threadsafe(processor.drain(partitions, timeout), loop)
-        future.result(timeout + 5)
+        try:
+            future.result(timeout + 5)
+        except TimeoutError:
+            # A busy loop must not cost the Kafka thread: the partitions go uncommitted.
+            future.cancel()
+            log.warning("drain did not finish in time", extra={"timeout_seconds": timeout})
 
     def restore(history: list[Delivery]) -> None:
         loop.call_soon_threadsafe(processor.restore, history)
@@ -142,7 +147,8 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         lookback=Lookback(device_topics, settings.consumer_device_lookback_records, restore),
     )
 
-    await asyncio.to_thread(_check_copartitioned, producer_config, device_topics, metrics)
+    admin = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}
+    await asyncio.to_thread(_check_copartitioned, admin, device_topics, metrics)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(stop, signum))
     probes = await serve(
@@ -164,6 +170,8 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     def consume() -> None:
         try:
             source.run(stop)
+        except ConfigError as exc:  # raised before consuming began: a usage error
+            failures.append(exc)
         except BaseException as exc:
             failures.append(exc)
             log.exception("the Kafka consumer failed")
@@ -178,8 +186,26 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         await asyncio.to_thread(dead_letters.close)
         await client.aclose()
         await probes.cleanup()
-    log.info("stopped")
-    return 1 if failures else 0
+    return _exit_code(failures, status)
+
+
+def _dead_letter_producer(wiring: Wiring, status: Status) -> DeadLetterProducer:
+    config = {"bootstrap.servers": wiring.settings.kafka_bootstrap_servers, **wiring.kafka}
+    try:
+        # The first librdkafka client built: it checks the KAFKA_CONFIG_* passthrough.
+        return DeadLetterProducer(config, status)
+    except KafkaException as exc:
+        raise refused_property(exc.args[0].str(), wiring.kafka) from None
+
+
+def _exit_code(failures: list[BaseException], status: Status) -> int:
+    """0 after a requested stop; 1 after a failure; a configuration error is raised."""
+    for exc in failures:
+        if isinstance(exc, ConfigError):
+            raise exc
+    failure = status.failure()
+    log.info("stopped", extra={"failure": failure} if failure else {})
+    return 1 if failures or failure else 0
 
 
 def _check_copartitioned(config: dict[str, Any], topics: list[str], metrics: Metrics) -> None:

@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal, Protocol, overload
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.backpressure import BufferLimits, to_pause
+from consumer.config import refused_property
 from consumer.lookback import read_back
 from consumer.messages import Delivery, Outcome, normalise_headers
 from consumer.messages import TopicPartition as Where
@@ -29,6 +30,7 @@ from consumer.offsets import PartitionOffsets
 from consumer.status import Status
 
 log = logging.getLogger(__name__)
+CLIENT_LOG: Final = logging.getLogger("librdkafka")
 
 _BATCH: Final = 500
 _POLL_TIMEOUT: Final = 0.05
@@ -79,15 +81,37 @@ def consumer_config(
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "stats_cb": metrics.kafka_statistics,
-        "error_cb": _log_kafka_error,
+        # librdkafka's own log lines go into the service's log, not to stderr as text.
+        "logger": CLIENT_LOG,
     }
 
 
-def _log_kafka_error(error: KafkaError) -> None:
-    log.warning("kafka client error", extra={"code": error.name(), "fatal": error.fatal()})
-
-
 Drain = Callable[[set[tuple[Where, int]], float], None]
+Rebalance = Callable[[Any, list[TopicPartition]], None]
+
+
+class KafkaConsumer(Protocol):
+    """The part of `confluent_kafka.Consumer` the source uses (tests pass a fake)."""
+
+    def subscribe(
+        self,
+        topics: list[str],
+        on_assign: Rebalance | None = None,
+        on_revoke: Rebalance | None = None,
+        on_lost: Rebalance | None = None,
+    ) -> None: ...
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]: ...
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+    @overload
+    def commit(
+        self, *, offsets: list[TopicPartition], asynchronous: Literal[True] = ...
+    ) -> None: ...
+    @overload
+    def commit(
+        self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
+    ) -> list[TopicPartition]: ...
+    def close(self) -> None: ...
 
 
 class KafkaSource:
@@ -109,8 +133,10 @@ class KafkaSource:
         lookback: Lookback | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        connect: Callable[[dict[str, Any]], KafkaConsumer] = Consumer,
     ) -> None:
         self._config = config
+        self._connect = connect
         self._topics = topics
         self._deliver = deliver
         self._drain = drain
@@ -130,6 +156,7 @@ class KafkaSource:
         self._at_end: set[Where] = set()  # read to the end (EOF event); no share needed
         self._restore_pending: set[int] = set()
         self._last_commit = 0.0
+        self._fenced = False  # a fatal consumer error: the group no longer takes our commits
 
     # -- called from any thread -----------------------------------------------------------
 
@@ -139,17 +166,37 @@ class KafkaSource:
     # -- the poll thread ------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        consumer = Consumer({**self._config, "on_commit": self._committed})
+        try:
+            consumer = self._connect(
+                {**self._config, "on_commit": self._committed, "error_cb": self._client_error}
+            )
+        except KafkaException as exc:
+            raise refused_property(exc.args[0].str(), self._config) from None
         consumer.subscribe(
             self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self._status.failure() is None:
                 self._step(consumer)
         finally:
             self._shutdown(consumer)
 
-    def _step(self, consumer: Consumer) -> None:
+    def _client_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback: most errors it recovers from; a fatal one ends us."""
+        if error.fatal():
+            self._fatal(error)
+        else:
+            log.warning("kafka client error", extra={"code": error.name()})
+
+    def _fatal(self, error: KafkaError) -> None:
+        self._fenced = True
+        if self._status.fail(f"kafka consumer: {error.name()}"):
+            log.error(
+                "fatal Kafka consumer error; stopping",
+                extra={"code": error.name(), "reason": error.str()},
+            )
+
+    def _step(self, consumer: KafkaConsumer) -> None:
         self._apply_completions()
         self._update_pauses(consumer)
         # Never take more than the buffer has room for: the bound is a bound.
@@ -170,6 +217,10 @@ class KafkaSource:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 self._at_end.add((message.topic() or "", message.partition() or 0))
+            elif error.fatal() or error.code() == KafkaError._FATAL:
+                # librdkafka hands a fatal consumer error (a fenced group.instance.id) to
+                # the application as a message, not through error_cb.
+                self._fatal(error)
             else:
                 log.warning("kafka message error", extra={"code": error.name()})
             return None
@@ -181,6 +232,8 @@ class KafkaSource:
         tracker = self._trackers.get(where)
         if tracker is None:
             return None
+        if offset <= tracker.last_added:
+            tracker = self._start_over(where, offset, tracker.last_added)
         _, timestamp_ms = message.timestamp()
         timestamp = timestamp_ms / 1000 if timestamp_ms > 0 else self._wall()
         tracker.add(offset, timestamp)
@@ -196,6 +249,21 @@ class KafkaSource:
             headers=normalise_headers(message.headers()),
             timestamp=timestamp,
         )
+
+    def _start_over(self, where: Where, offset: int, last: int) -> PartitionOffsets:
+        """The log was truncated or the offset reset: track the partition afresh.
+
+        A new epoch, so completions of messages handed out before do not count: offsets
+        are being reused, and only what is read from here on may move the commit point.
+        """
+        log.warning(
+            "offsets went backwards (log truncated or offset reset); tracking afresh",
+            extra={"topic": where[0], "partition": where[1], "offset": offset, "last": last},
+        )
+        self._metrics.offset_resets.labels(topic=where[0]).inc()
+        self._epochs[where] += 1
+        tracker = self._trackers[where] = PartitionOffsets()
+        return tracker
 
     def _apply_completions(self) -> None:
         while True:
@@ -213,7 +281,7 @@ class KafkaSource:
         pending = sum(t.pending for t in self._trackers.values())
         self._metrics.buffered.set(pending)
 
-    def _update_pauses(self, consumer: Consumer) -> None:
+    def _update_pauses(self, consumer: KafkaConsumer) -> None:
         wanted = to_pause(
             {where: tracker.pending for where, tracker in self._trackers.items()},
             at_end=self._at_end,
@@ -231,7 +299,9 @@ class KafkaSource:
             self._paused.difference_update(resume)
         self._metrics.paused.set(len(self._paused))
 
-    def _commit(self, consumer: Consumer, partitions: set[Where], *, asynchronous: bool) -> None:
+    def _commit(
+        self, consumer: KafkaConsumer, partitions: set[Where], *, asynchronous: bool
+    ) -> None:
         """Commit every partition whose commit point moved past what the broker confirmed.
 
         An asynchronous commit is confirmed in `_committed`; one that fails (a rebalance
@@ -280,7 +350,7 @@ class KafkaSource:
 
     # -- rebalance callbacks (they run inside consume(), on this thread) ---------------------
 
-    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _assigned(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             where = (tp.topic, tp.partition)
             self._epochs[where] = self._epochs.get(where, 0) + 1
@@ -305,27 +375,44 @@ class KafkaSource:
             lookback.restore(history)
             log.info("device ordering memory restored", extra={"events": len(history)})
 
-    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _revoked(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels(kind="revoke").inc()
         self._release(consumer, partitions, self._drain_timeout, commit=True)
         log.info("partitions revoked", extra={"partitions": _names(partitions)})
 
-    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _lost(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         # Another member may own them already: stop their work, commit nothing.
         self._metrics.rebalances.labels(kind="lost").inc()
         self._release(consumer, partitions, 0.0, commit=False)
         log.warning("partitions lost", extra={"partitions": _names(partitions)})
 
     def _release(
-        self, consumer: Consumer, partitions: list[TopicPartition], timeout: float, *, commit: bool
+        self,
+        consumer: KafkaConsumer,
+        partitions: list[TopicPartition],
+        timeout: float,
+        *,
+        commit: bool,
     ) -> None:
         wheres = {(tp.topic, tp.partition) for tp in partitions} & set(self._trackers)
         if not wheres:
             return
-        self._drain({(w, self._epochs[w]) for w in wheres}, timeout)
-        self._apply_completions()
-        if commit:
-            self._commit(consumer, wheres, asynchronous=False)
+        try:
+            self._drain({(w, self._epochs[w]) for w in wheres}, timeout)
+        except Exception as exc:  # noqa: BLE001 - whatever the drain did, the partitions go
+            # What finished is still committed below; what did not is left to the next owner.
+            log.warning(
+                "drain failed; unfinished work left uncommitted", extra={"error": repr(exc)}
+            )
+        try:
+            self._apply_completions()
+            if commit:
+                self._commit(consumer, wheres, asynchronous=False)
+        finally:
+            self._forget(wheres)
+
+    def _forget(self, wheres: set[Where]) -> None:
+        """After this, nothing is ever committed for these partitions by this member."""
         for where in wheres:
             del self._trackers[where]
             self._epochs[where] += 1
@@ -339,14 +426,19 @@ class KafkaSource:
                 with contextlib.suppress(KeyError):  # never set for this partition
                     gauge.remove(where[0], str(where[1]))
 
-    def _shutdown(self, consumer: Consumer) -> None:
+    def _shutdown(self, consumer: KafkaConsumer) -> None:
         """Finish in-flight work (bounded), commit, leave the group."""
         log.info(
             "shutting down: draining in-flight work", extra={"grace_seconds": self._shutdown_grace}
         )
         assigned = [TopicPartition(t, p) for t, p in self._trackers]
-        self._release(consumer, assigned, self._shutdown_grace, commit=True)
-        consumer.close()
+        try:
+            if self._fenced:  # another member owns our partitions now: like on_lost
+                self._release(consumer, assigned, 0.0, commit=False)
+            else:
+                self._release(consumer, assigned, self._shutdown_grace, commit=True)
+        finally:
+            consumer.close()
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:

@@ -7,7 +7,14 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.dlq import DeadLetterBreaker, dead_letter, original_headers, source_of
+from consumer.dlq import (
+    DeadLetter,
+    DeadLetterBreaker,
+    dead_letter,
+    original_headers,
+    smaller,
+    source_of,
+)
 from consumer.errors import InvalidEvent, PermanentError
 from consumer.replay import destination
 
@@ -182,3 +189,44 @@ def test_offsets_going_backwards_start_the_partition_over() -> None:
         breaker.expect(P0, offset)
         breaker.record(P0, offset, True, 0)
     assert breaker.is_open(0)
+
+
+def _big(value: bytes | None, key: bytes | None = b"k") -> DeadLetter:
+    return dead_letter(
+        dlq_topic="user.changed.dlq",
+        source_topic="user.changed",
+        partition=2,
+        offset=41,
+        key=key,
+        value=value,
+        headers=(("trace", b"t" * 10),),
+        error=InvalidEvent("value", "is 2097152 bytes, over the 1048576-byte limit"),
+        attempts=0,
+        failed_at=1.5,
+    )
+
+
+def test_a_record_too_large_is_cut_to_its_key_and_headers_saying_what_was_omitted() -> None:
+    cut = smaller(_big(b"x" * 2_000_000))
+    assert cut is not None
+    assert (cut.key, cut.value) == (b"k", None)
+    headers = dict(cut.headers)
+    assert headers["dlq.value.omitted"] == b"true"
+    assert headers["dlq.value.bytes"] == b"2000000"
+    assert headers["trace"] == b"t" * 10
+    assert (headers["dlq.source.topic"], headers["dlq.source.partition"]) == (b"user.changed", b"2")
+    assert headers["dlq.source.offset"] == b"41"
+
+
+def test_a_record_still_too_large_loses_its_key_and_original_headers_then_nothing_more() -> None:
+    once = smaller(_big(b"x" * 10, key=b"k" * 2_000_000))
+    assert once is not None
+    twice = smaller(once)
+    assert twice is not None
+    headers = dict(twice.headers)
+    assert (twice.key, twice.value, "trace" in headers) == (None, None, False)
+    assert headers["dlq.key.omitted"] == b"true"
+    assert headers["dlq.key.bytes"] == b"2000000"
+    assert headers["dlq.value.bytes"] == b"10"
+    assert headers["dlq.source.offset"] == b"41"
+    assert smaller(twice) is None
