@@ -34,6 +34,7 @@ from consumer.metrics import Metrics
 from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.probes import make_app, serve
 from consumer.processor import Processor, ProcessorSettings
+from consumer.shares import endpoint_shares
 from consumer.source import KafkaSource, Lookback, consumer_config
 from consumer.status import Status
 from consumer.translate import Translator
@@ -109,21 +110,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         complete=lambda delivery, outcome: source.complete(delivery, outcome),  # noqa: PLW0108 - source is built below
     )
 
-    def deliver(deliveries: list[Delivery]) -> None:
-        loop.call_soon_threadsafe(processor.submit, deliveries)
-
-    def drain(partitions: set[tuple[Where, int]], timeout: float) -> None:
-        future = asyncio.run_coroutine_threadsafe(processor.drain(partitions, timeout), loop)
-        try:
-            future.result(timeout + 5)
-        except TimeoutError:
-            # A busy loop must not cost the Kafka thread: the partitions go uncommitted.
-            future.cancel()
-            log.warning("drain did not finish in time", extra={"timeout_seconds": timeout})
-
-    def restore(history: list[Delivery]) -> None:
-        loop.call_soon_threadsafe(processor.restore, history)
-
+    bridge = _LoopBridge(loop, processor, client, settings.topics)
     device_topics = [settings.topic_device_registered, settings.topic_push_revoked]
     source = KafkaSource(
         consumer_config(
@@ -134,8 +121,8 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
             settings.kafka_group_protocol,
         ),
         list(settings.topics),
-        deliver=deliver,
-        drain=drain,
+        deliver=bridge.deliver,
+        drain=bridge.drain,
         metrics=metrics,
         status=status,
         limits=BufferLimits(
@@ -144,7 +131,8 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         commit_interval=settings.consumer_commit_interval_seconds,
         drain_timeout=settings.consumer_revoke_drain_seconds,
         shutdown_grace=settings.consumer_shutdown_grace_seconds,
-        lookback=Lookback(device_topics, settings.consumer_device_lookback_records, restore),
+        lookback=Lookback(device_topics, settings.consumer_device_lookback_records, bridge.restore),
+        on_assignment=bridge.paced_at_share,
     )
 
     admin = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}
@@ -187,6 +175,37 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         await client.aclose()
         await probes.cleanup()
     return _exit_code(failures, status)
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopBridge:
+    """What the Kafka thread asks of the event loop, each handed over thread-safely."""
+
+    loop: asyncio.AbstractEventLoop
+    processor: Processor
+    client: IterableClient
+    topics: dict[str, str]
+
+    def deliver(self, deliveries: list[Delivery]) -> None:
+        self.loop.call_soon_threadsafe(self.processor.submit, deliveries)
+
+    def drain(self, partitions: set[tuple[Where, int]], timeout: float) -> None:
+        future = asyncio.run_coroutine_threadsafe(
+            self.processor.drain(partitions, timeout), self.loop
+        )
+        try:
+            future.result(timeout + 5)
+        except TimeoutError:
+            # A busy loop must not cost the Kafka thread: the partitions go uncommitted.
+            future.cancel()
+            log.warning("drain did not finish in time", extra={"timeout_seconds": timeout})
+
+    def restore(self, history: list[Delivery]) -> None:
+        self.loop.call_soon_threadsafe(self.processor.restore, history)
+
+    def paced_at_share(self, assigned: set[Where], partition_counts: dict[str, int]) -> None:
+        shares = endpoint_shares(assigned, partition_counts, self.topics)
+        self.loop.call_soon_threadsafe(self.client.set_shares, shares)
 
 
 def _dead_letter_producer(wiring: Wiring, status: Status) -> DeadLetterProducer:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, overload
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin._metadata import ClusterMetadata
 
 from consumer.backpressure import BufferLimits, to_pause
 from consumer.config import refused_property
@@ -112,6 +113,11 @@ class KafkaConsumer(Protocol):
         self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
     ) -> list[TopicPartition]: ...
     def close(self) -> None: ...
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata: ...
+
+
+# What this member owns now, and each subscribed topic's partition count (for pacing).
+OnAssignment = Callable[[set[Where], dict[str, int]], None]
 
 
 class KafkaSource:
@@ -134,6 +140,7 @@ class KafkaSource:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         connect: Callable[[dict[str, Any]], KafkaConsumer] = Consumer,
+        on_assignment: OnAssignment | None = None,
     ) -> None:
         self._config = config
         self._connect = connect
@@ -157,6 +164,9 @@ class KafkaSource:
         self._restore_pending: set[int] = set()
         self._last_commit = 0.0
         self._fenced = False  # a fatal consumer error: the group no longer takes our commits
+        self._on_assignment = on_assignment
+        self._assignment_changed = False
+        self._partition_counts: dict[str, int] = {}
 
     # -- called from any thread -----------------------------------------------------------
 
@@ -202,6 +212,7 @@ class KafkaSource:
         # Never take more than the buffer has room for: the bound is a bound.
         room = self._limits.total - sum(t.pending for t in self._trackers.values())
         messages = consumer.consume(num_messages=max(1, min(_BATCH, room)), timeout=_POLL_TIMEOUT)
+        self._report_assignment(consumer)
         self._restore()
         self._status.polled(self._clock())
         self._metrics.last_poll.set(self._wall())
@@ -355,6 +366,7 @@ class KafkaSource:
             where = (tp.topic, tp.partition)
             self._epochs[where] = self._epochs.get(where, 0) + 1
             self._trackers[where] = PartitionOffsets()
+        self._assignment_changed = True
         self._metrics.rebalances.labels(kind="assign").inc()
         log.info("partitions assigned", extra={"partitions": _names(partitions)})
         if self._lookback is not None:
@@ -363,6 +375,22 @@ class KafkaSource:
             self._restore_pending.update(
                 tp.partition for tp in partitions if tp.topic in self._lookback.topics
             )
+
+    def _report_assignment(self, consumer: KafkaConsumer) -> None:
+        """After a rebalance, tell the pacing what this member owns (outside the callback,
+        which must not make broker requests of its own)."""
+        if not self._assignment_changed or self._on_assignment is None:
+            return
+        self._assignment_changed = False
+        for topic in self._topics:
+            try:
+                found = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            except KafkaException as exc:
+                log.warning("could not read partition counts", extra={"error": str(exc)})
+                continue
+            if found is not None and found.error is None and found.partitions:
+                self._partition_counts[topic] = len(found.partitions)
+        self._on_assignment(set(self._trackers), dict(self._partition_counts))
 
     def _restore(self) -> None:
         """Rebuild the device guard's memory before the new partitions' messages go out."""
@@ -413,6 +441,7 @@ class KafkaSource:
 
     def _forget(self, wheres: set[Where]) -> None:
         """After this, nothing is ever committed for these partitions by this member."""
+        self._assignment_changed = True
         for where in wheres:
             del self._trackers[where]
             self._epochs[where] += 1

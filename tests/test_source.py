@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin._metadata import ClusterMetadata, PartitionMetadata, TopicMetadata
 from prometheus_client import CollectorRegistry
 
 from consumer.backpressure import BufferLimits
@@ -39,6 +40,7 @@ class FakeConsumer:
         self.after_release: list[Where] = []  # commits sent for partitions not owned
         self.callbacks: dict[str, Any] = {}
         self.closed = False
+        self.partition_counts: dict[str, int] = {"a": 4, "b": 2}
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.callbacks = callbacks
@@ -71,6 +73,14 @@ class FakeConsumer:
 
     def close(self) -> None:
         self.closed = True
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata:
+        metadata = ClusterMetadata()
+        for name, count in self.partition_counts.items():
+            found = TopicMetadata()
+            found.topic, found.partitions = name, {p: PartitionMetadata() for p in range(count)}
+            metadata.topics[name] = found
+        return metadata
 
     def _owns(self, tp: TopicPartition) -> bool:
         return (tp.topic, tp.partition) in self.owned
@@ -111,6 +121,7 @@ class Harness:
             return self.fake
 
         self.steps: list[Step] = []
+        self.assignments: list[tuple[set[Where], dict[str, int]]] = []
         self.source = KafkaSource(
             {},
             ["a", "b"],
@@ -123,6 +134,7 @@ class Harness:
             drain_timeout=0.0,
             shutdown_grace=0.0,
             connect=connect,
+            on_assignment=lambda owned, counts: self.assignments.append((owned, counts)),
         )
 
     def then(self, step: Callable[[FakeConsumer], object]) -> Harness:
@@ -276,3 +288,19 @@ def test_a_refused_synchronous_commit_on_revoke_does_not_stop_the_source(code: i
     fake = harness.run()
     assert fake.broker[("a", 0)] == 1
     assert fake.after_release == []
+
+
+def test_every_assignment_change_reports_what_is_owned_and_the_partition_counts() -> None:
+    harness = (
+        Harness()
+        .then(lambda fake: fake.assign(("a", 0), ("a", 1), ("b", 0)))
+        .idle()
+        .then(lambda fake: fake.revoke(("a", 1)))
+        .idle(2)
+    )
+    harness.run()
+    counts = {"a": 4, "b": 2}
+    assert harness.assignments[:2] == [
+        ({("a", 0), ("a", 1), ("b", 0)}, counts),
+        ({("a", 0), ("b", 0)}, counts),
+    ]
