@@ -26,7 +26,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumer.dlq import SOURCE_PARTITION, SOURCE_TIMESTAMP, original_headers, source_of
+from consumer.dlq import (
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TIMESTAMP,
+    VALUE_OMITTED,
+    original_headers,
+    source_of,
+)
 from consumer.messages import normalise_headers
 
 
@@ -101,6 +108,14 @@ def replay(
             source = source_of(headers)
             if source is None:
                 report(f"skipped {dlq_topic}[{partition}]@{offset}: no dlq.source.topic header")
+            elif dict(headers).get(VALUE_OMITTED) == b"true":
+                # Re-publishing the empty value would replace the event with nothing.
+                where = destination(headers, None)[0]
+                original = dict(headers).get(SOURCE_OFFSET, b"?").decode()
+                report(
+                    f"skipped {dlq_topic}[{partition}]@{offset}: its value was too large to"
+                    f" dead-letter; the original is {source}[{where}]@{original}"
+                )
             else:
                 _republish(producer, message, source, headers, delivered=delivered, report=report)
                 count += 1
