@@ -78,6 +78,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     settings = wiring.settings
     loop = asyncio.get_running_loop()
     metrics = Metrics(registry or CollectorRegistry())
+    metrics.start_at_zero(settings.topics)
     status = Status()
     client = IterableClient(client_settings(settings), observer=metrics)
     producer_config = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}

@@ -143,9 +143,17 @@ class ObservedRun:
             self._settle()
         with self._phase("429 storm"):
             # Short and narrow: pacing waits are reserved at the cut rate and not shortened
-            # as it recovers, so a storm of seconds over 64 calls in flight holds them minutes.
-            self.emulator.faults(throttle_seconds=0.5)
-            self._produce_and_settle(self.stream.events(30))
+            # as it recovers, so a storm of seconds over 64 calls in flight holds them a minute.
+            seen = len(self.emulator.calls())
+            self.emulator.faults(throttle_seconds=60)  # lifted after the first 429s
+            produce(self.kafka, self.topics, self.stream.events(30))
+            wait_for(
+                lambda: sum(c["status"] == 429 for c in self.emulator.calls(seen)) >= 20,
+                30,
+                "Iterable's 429s",
+            )
+            self.emulator.faults(throttle_seconds=0)
+            self._settle()
         with self._phase("normal traffic"):
             self._produce_and_settle(self.stream.events(300))
         with self._phase("burst (client pace binds)"):
@@ -156,6 +164,7 @@ class ObservedRun:
             produce(self.kafka, self.topics, events)
             self.kafka.produce(self.topics.names["user.changed"], poison)
             self._settle()
+            self._await_firing("IterableConsumerDeadLetters")
         with self._phase("wrong API key"):
             self.emulator.faults(api_keys=["rotated-elsewhere"])
             produce(self.kafka, self.topics, self.stream.events(50))
@@ -167,7 +176,6 @@ class ObservedRun:
             flood = [Record(b"flood", b"{not json", partition=0) for _ in range(5000)]
             self.kafka.produce(self.topics.names["user.changed"], flood)
             self._await_firing("IterableConsumerDeadLetterCircuitOpen")
-            self._await_firing("IterableConsumerDeadLetters")
         return self.phases
 
     def stop(self) -> None:
