@@ -119,8 +119,8 @@ def _render_row(row: str, panels: list[Panel], run: Run, path: Path) -> None:
             for series in run.prometheus.query_range(concrete(expr), run.start, run.end):
                 times = [float(t) - run.start for t, _ in series["values"]]
                 values = [float(v) for _, v in series["values"]]
-                if not any(v for v in values if not math.isnan(v)):
-                    continue  # a series at 0 all along (the service exports them from start)
+                if _is_rate(expr) and not any(v for v in values if not math.isnan(v)):
+                    continue  # a counter that never moved (the service exports them at 0)
                 axes.plot(times, values, linewidth=1.4, label=_legend(legend, series["metric"]))
         _style(axes, panel)
     for axes in list(grid.flat)[len(panels) :]:
@@ -161,6 +161,10 @@ def _rules() -> list[dict[str, Any]]:
 
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
+
+
+def _is_rate(expr: str) -> bool:
+    return "rate(" in expr or "increase(" in expr
 
 
 def _legend(template: str, labels: dict[str, str]) -> str:
