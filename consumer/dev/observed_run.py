@@ -143,7 +143,7 @@ class ObservedRun:
             self._settle()
         with self._phase("429 storm"):
             # Short and narrow: pacing waits are reserved at the cut rate and not shortened
-            # as it recovers, so a storm of seconds over 64 calls in flight holds them a minute.
+            # as it recovers: a 5 s storm over 64 calls in flight held them over a minute.
             seen = len(self.emulator.calls())
             self.emulator.faults(throttle_seconds=60)  # lifted after the first 429s
             produce(self.kafka, self.topics, self.stream.events(30))
