@@ -6,11 +6,13 @@ Names follow `iterable_consumer_<noun>_<unit|total>` (SPEC §9).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from consumer import __version__
+from consumer.endpoints import Endpoint
 from consumer.responses import status_class
 
 OUTCOMES: Final = ("ok", "dead_lettered", "duplicate", "stale", "invalid")
@@ -143,6 +145,27 @@ class Metrics:
         )
         self.build_info.labels(version=__version__).set(1)
         ProcessCollector(registry=registry)  # CPU and memory for the saturation panels
+
+    def start_at_zero(self, topics: Iterable[str]) -> None:
+        """Export every known label set at 0 from the start: a series born at its first
+        increment never shows that increment to rate(), so the first dead letters, 429s
+        or retries would reach no panel and no alert."""
+        for topic in topics:
+            self.child(self.consumed, topic)
+            self.dead_letters.labels(topic=topic)
+            for outcome in OUTCOMES:
+                self.child(self.processed, topic, outcome)
+        for endpoint in Endpoint:
+            for status in (200, 400, 500, None):
+                self.child(self.requests, endpoint.value, status_class(status))
+            for reason in ("429", "408", "5xx", "timeout", "network"):
+                self.retries.labels(endpoint=endpoint.value, reason=reason)
+            self.pacing_waits.labels(endpoint=endpoint.value)
+            self.pacing_seconds.labels(endpoint=endpoint.value)
+        for result in ("ok", "failed"):
+            self.commits.labels(result=result)
+        for kind in ("assign", "revoke", "lost"):
+            self.rebalances.labels(kind=kind)
 
     def child(self, metric: Any, *values: str) -> Any:
         """`metric.labels(*values)`, remembered: labels() costs microseconds per event, and

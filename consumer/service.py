@@ -80,6 +80,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     settings = wiring.settings
     loop = asyncio.get_running_loop()
     metrics = Metrics(registry or CollectorRegistry())
+    metrics.start_at_zero(settings.topics)
     status = Status()
     client = IterableClient(client_settings(settings), observer=metrics)
     dead_letters = _dead_letter_producer(wiring, status)
