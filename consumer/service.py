@@ -35,7 +35,7 @@ from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.probes import make_app, serve
 from consumer.processor import Processor, ProcessorSettings
 from consumer.shares import endpoint_shares
-from consumer.source import KafkaSource, Lookback, consumer_config
+from consumer.source import CLIENT_LOG, KafkaSource, Lookback, consumer_config
 from consumer.status import Status
 from consumer.translate import Translator
 
@@ -231,7 +231,9 @@ def _exit_code(failures: list[BaseException], status: Status) -> int:
 def _check_copartitioned(config: dict[str, Any], topics: list[str], metrics: Metrics) -> None:
     """Say plainly, once at start, when cross-member device order cannot hold."""
     try:
-        metadata = AdminClient(config).list_topics(timeout=10)
+        # confluent-kafka types config values as scalars; `logger` takes a Logger.
+        admin = AdminClient({**config, "logger": CLIENT_LOG})  # type: ignore[dict-item]
+        metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
         log.warning("could not read the device topics' partitions", extra={"error": str(exc)})
         return

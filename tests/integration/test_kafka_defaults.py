@@ -130,11 +130,18 @@ def test_a_fenced_static_member_stops_with_a_non_zero_exit_and_its_successor_fin
 ) -> None:
     events = StreamBuilder(users=20).events(300)
     produce(kafka, topics, events[:100])
-    # Static membership is how a fatal consumer error happens for real: a newer process
-    # with the same group.instance.id fences the older one (librdkafka: fatal error).
-    first = start(emulator, KAFKA_CONFIG_GROUP_INSTANCE_ID="pod-0")
+    # Static membership is how a fatal consumer error happens for real: under the classic
+    # protocol a newer process with the same group.instance.id fences the older one
+    # (librdkafka: fatal error). The next-generation protocol refuses the newcomer instead.
+    static = {
+        "KAFKA_CONFIG_GROUP_INSTANCE_ID": "pod-0",
+        "KAFKA_GROUP_PROTOCOL": "classic",
+        "KAFKA_CONFIG_SESSION_TIMEOUT_MS": "6000",  # the client's own under classic
+        "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "500",
+    }
+    first = start(emulator, **static)
     wait_for(lambda: consumed(first) > 0, 60, "the first member consuming")
-    successor = start(emulator, KAFKA_CONFIG_GROUP_INSTANCE_ID="pod-0")
+    successor = start(emulator, **static)
     assert first.process is not None
     try:
         code = first.process.wait(60)
@@ -185,9 +192,9 @@ def test_every_line_the_service_writes_is_json_librdkafka_included(
 ) -> None:
     events = StreamBuilder(users=5).events(50)
     produce(kafka, topics, events)
-    # consumer_env passes consumer-only properties (session timeouts) to every client, so
-    # the dead-letter producer's librdkafka warns about them: a log line from librdkafka.
-    process = start(emulator)
+    # A consumer-only property reaches every client, so the dead-letter producer's
+    # librdkafka warns that it ignores it: a log line from librdkafka itself.
+    process = start(emulator, KAFKA_CONFIG_FETCH_WAIT_MAX_MS="500")
     wait_for(lambda: all_committed(kafka, group_id, topics), 60, "offsets committed to the end")
     assert process.terminate() == 0
     lines = [line for line in process.logs().splitlines() if line.strip()]
