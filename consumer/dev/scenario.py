@@ -196,6 +196,17 @@ def all_committed(kafka: KafkaTools, group: str, topics: Topics) -> bool:
     return True
 
 
+def behind(kafka: KafkaTools, group: str, topics: Topics) -> dict[str, tuple[int, int]]:
+    """`topic[partition]` → (committed, end) for every partition not committed to its end."""
+    found: dict[str, tuple[int, int]] = {}
+    for name in topics.names.values():
+        committed = kafka.committed(group, name)
+        for partition, end in kafka.end_offsets(name).items():
+            if end > 0 and committed.get(partition, -1) < end:
+                found[f"{name}[{partition}]"] = (committed.get(partition, -1), end)
+    return found
+
+
 def first_application_order(calls: list[dict[str, Any]]) -> Iterator[tuple[str, list[int]]]:
     """Per user, the `n` of each successful update in the order each first reached Iterable."""
     seen: dict[str, list[int]] = {}

@@ -15,6 +15,7 @@ from consumer.dev.scenario import (
     StreamBuilder,
     Topics,
     all_committed,
+    behind,
     consumer_env,
     create_topics,
     expected_state,
@@ -72,7 +73,10 @@ def test_a_backlog_with_poison_drains_on_the_defaults_without_stalling_or_pausin
         assert running[0].terminate() == 0
         consumers.append(ConsumerProcess(env).start())
 
-    wait_for(lambda: all_committed(kafka, group_id, topics), 180, "offsets committed to the end")
+    try:
+        wait_for(lambda: all_committed(kafka, group_id, topics), 180, "offsets committed")
+    except TimeoutError:
+        pytest.fail(f"partitions behind (committed, end): {behind(kafka, group_id, topics)}")
     assert normalise(emulator.state()["users"]) == expected_state(events, "hybrid")
     letters = [r for t in topics.names for r in kafka.read_all(topics.dlq(t))]
     assert sorted(r.key for r in letters if r.key == b"big") == [b"big"]
