@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
 
+from consumer.dev.scenario import expected_state
 from consumer.messages import Outcome
+from tests.test_lanes import A, B, _apply
+from tests.test_ordering_model import produced_event
 from tests.test_processor import OK, REJECTED, Built, _condition, _delivery
 
 pytestmark = pytest.mark.anyio
@@ -44,3 +48,28 @@ async def test_a_dead_letter_parked_when_the_offsets_reset_does_not_stall_its_pa
     release.set()
     await _condition(lambda: len(built.finished) == 4, "both reads of both offsets to finish")
     assert sorted(o for _, o in built.finished).count(Outcome.DEAD_LETTERED) >= 1
+
+
+C = "c@x.io"
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
+def test_an_email_taken_over_from_another_user_keeps_the_new_owners_events_in_order(
+    bulk: bool,
+) -> None:
+    # u2 leaves b for c; later u1 (a) takes b without naming its userId. The lanes must
+    # link b to u1 now, so `{email: b}` and a later `{userId: u1}` stay in order.
+    steps: list[tuple[dict[str, Any], int]] = [
+        ({"userId": "u1", "email": A}, 0),
+        ({"userId": "u2", "email": B}, 0),
+        ({"userId": "u2", "email": C, "previousEmail": B}, 0),
+        ({"email": B, "previousEmail": A}, 0),
+        ({"email": B}, 1),  # slow
+        ({"userId": "u1"}, 2),
+    ]
+    events = [
+        produced_event(seq + 1, "user.changed", data | {"dataFields": {"n": n}})
+        for seq, (data, n) in enumerate(steps)
+    ]
+    setup = produced_event(0, "user.changed", {"userId": "u1", "email": A})
+    assert asyncio.run(_apply(events, bulk=bulk)) == expected_state([setup, *events], "hybrid")
