@@ -26,7 +26,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumer.dlq import SOURCE_PARTITION, SOURCE_TIMESTAMP, original_headers, source_of
+from consumer.dlq import (
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TIMESTAMP,
+    VALUE_OMITTED,
+    original_headers,
+    source_of,
+)
 from consumer.messages import normalise_headers
 
 
@@ -99,8 +106,16 @@ def replay(
                 continue
             headers = normalise_headers(message.headers())
             source = source_of(headers)
+            named = dict(headers)
             if source is None:
                 report(f"skipped {dlq_topic}[{partition}]@{offset}: no dlq.source.topic header")
+            elif VALUE_OMITTED in named:
+                # Re-published it would be an empty message (a tombstone when compacted).
+                where = f"{source}[{named.get(SOURCE_PARTITION, b'?').decode()}]"
+                report(
+                    f"skipped {dlq_topic}[{partition}]@{offset}: written without its value;"
+                    f" the original is at {where}@{named.get(SOURCE_OFFSET, b'?').decode()}"
+                )
             else:
                 _republish(producer, message, source, headers, delivered=delivered, report=report)
                 count += 1

@@ -14,7 +14,7 @@ from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.scenario import Topics, all_committed, consumer_env, create_topics, wait_for
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
-from consumer.dlq import dead_letter
+from consumer.dlq import dead_letter, smaller
 from consumer.errors import InvalidEvent
 
 Start = Callable[..., ConsumerProcess]
@@ -244,3 +244,37 @@ def test_a_replayed_registration_without_time_does_not_undo_a_later_revocation(
     assert "re-published 1 message(s)" in done.stdout, done.stderr
     wait_for(lambda: all_committed(kafka, group_id, topics), 30, "the replayed registration read")
     assert device_enabled() is False
+
+
+def test_dlq_replay_never_republishes_a_letter_written_without_its_value(
+    kafka: KafkaTools, emulator: EmulatorProcess
+) -> None:
+    """A letter cut for size has no value: re-published, it would be an empty message (on
+    a compacted topic, a tombstone deleting the key's events); replay names it instead."""
+    topics = create_topics(kafka).names
+    source = topics["user.changed"]
+    letter = dead_letter(
+        dlq_topic=f"{source}.dlq",
+        source_topic=source,
+        partition=0,
+        offset=7,
+        key=b"u-1",
+        value=b"x" * 2_000_000,
+        headers=(),
+        error=InvalidEvent("value", "too large"),
+        attempts=0,
+        failed_at=0.0,
+    )
+    cut = smaller(letter)
+    assert cut is not None and cut.value is None
+    kafka.produce(cut.topic, [Record(cut.key, cut.value, cut.headers)])
+    env = {
+        **_env(kafka, emulator, topics, emulator.api_key),
+        "KAFKA_GROUP_ID": kafka.unique_name("g"),
+    }
+
+    done = _cli("dlq", "replay", "--topic", cut.topic, env=env)
+    assert done.returncode == 0, done.stderr
+    assert kafka.read_all(source) == []
+    assert "re-published 0 message(s)" in done.stdout
+    assert f"{source}[0]@7" in done.stderr  # where the original still is
