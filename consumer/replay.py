@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
@@ -89,8 +90,12 @@ def replay(
             p: consumer.get_watermark_offsets(TopicPartition(dlq_topic, p), timeout=10)[1]
             for p in metadata.partitions
         }
-        consumer.assign([TopicPartition(dlq_topic, p) for p in ends])
         committed = _committed(consumer, [TopicPartition(dlq_topic, p) for p in ends])
+        # From the offsets just read: left to look them up itself, the consumer reports a
+        # coordinator still loading (a new group's) as an error message, ending the replay.
+        consumer.assign(
+            [TopicPartition(dlq_topic, p, max(committed.get(p, 0), OFFSET_BEGINNING)) for p in ends]
+        )
         remaining = {p for p, end in ends.items() if max(committed.get(p, 0), 0) < end}
         count = 0
         consumed = False
