@@ -115,3 +115,32 @@ def test_a_call_a_drain_gave_up_on_does_not_land_after_the_redelivered_newer_eve
         return normalise([user.as_json() for user in project.users])
 
     assert [u["dataFields"]["n"] for u in asyncio.run(scenario())] == [2]
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
+def test_a_lone_surrogate_escape_is_an_invalid_event_not_a_stalled_partition(bulk: bool) -> None:
+    # Valid UTF-8 and valid JSON, but "\ud800" decodes to a str no request body can encode:
+    # retried forever it held its partition (and in bulk mode the users batched with it).
+    async def scenario() -> tuple[list[dict[str, Any]], list[Outcome]]:
+        project = Project("hybrid")
+        incarnation = start(iterable(project, lambda body: 0), bulk=bulk)
+        outcomes: list[Outcome] = []
+        complete = incarnation.processor._complete
+        incarnation.processor._complete = lambda d, o: (outcomes.append(o), complete(d, o))[1]
+        broken = produced_event(0, "user.changed", {"userId": "u1"}).record.value
+        broken = broken.replace(
+            b'"userId": "u1"', b'"userId": "u1", "dataFields": {"s": "\\ud800"}'
+        )
+        assert b"\\ud800" in broken
+        fine = produced_event(1, "user.changed", {"userId": "u2", "dataFields": {"n": 1}})
+        fine_value = fine.record.value
+        for offset, value in enumerate((broken, fine_value)):
+            delivery = Delivery("user.changed", 0, offset, 1, None, value, (), 0.0)
+            incarnation.processor.submit([delivery])
+        await _condition(lambda: len(outcomes) == 2, "both events to finish", timeout=3)
+        await incarnation.client.aclose()
+        return normalise([user.as_json() for user in project.users]), outcomes
+
+    users, outcomes = asyncio.run(scenario())
+    assert [u["userId"] for u in users] == ["u2"]
+    assert sorted(outcomes) == sorted([Outcome.INVALID, Outcome.OK])
