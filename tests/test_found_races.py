@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from consumer.dev.scenario import expected_state, normalise
 from consumer.messages import Delivery, Outcome
 from tests.test_lanes import A, B, _apply
 from tests.test_ordering_model import iterable, produced_event, start
-from tests.test_processor import OK, REJECTED, Built, _condition, _delivery
+from tests.test_processor import OK, REJECTED, T0, Built, _condition, _delivery
 
 pytestmark = pytest.mark.anyio
 
@@ -144,3 +145,38 @@ def test_a_lone_surrogate_escape_is_an_invalid_event_not_a_stalled_partition(bul
     users, outcomes = asyncio.run(scenario())
     assert [u["userId"] for u in users] == ["u2"]
     assert sorted(outcomes) == sorted([Outcome.INVALID, Outcome.OK])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the look-back restore counts a dead-lettered registration as applied, so an older"
+    " late revocation is skipped as stale and the device stays enabled",
+)
+async def test_a_restored_dead_lettered_registration_does_not_make_an_older_revocation_stale() -> (
+    None
+):
+    # Before the restart: registration t1 applied; registration t3 refused (400) and
+    # dead-lettered. After it, a late scoped revocation t2 arrives. In time order the
+    # device ends disabled (t3 never took effect), so the revocation must be sent.
+    sent: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        return OK
+
+    built = Built(handle)
+    device = {"token": "tok", "platform": "APNS", "applicationName": "App"}
+    registration = {"userId": "u1", "device": device}
+    t1, t2, t3 = (T0 + timedelta(seconds=n) for n in (1, 2, 3))
+    history = [
+        _delivery(0, registration, event_type="device.registered", when=t1),
+        _delivery(1, registration, event_type="device.registered", when=t3),  # dead-lettered
+    ]
+    built.processor.restore(history)
+    revocation = {"token": "tok", "userId": "u1"}
+    built.processor.submit(
+        [_delivery(0, revocation, event_type="push.permission.revoked", when=t2, epoch=2)]
+    )
+    await _condition(lambda: len(built.finished) == 1, "the revocation to finish")
+    assert built.finished == [(0, Outcome.OK)]
+    assert sent == ["/api/users/disableDevice"]
