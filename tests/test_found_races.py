@@ -18,10 +18,21 @@ import pytest
 from consumer.backoff import Backoff, parse_retry_after
 from consumer.dev.emulator.store import Project
 from consumer.dev.scenario import expected_state, normalise
+from consumer.dlq import DeadLetterBreaker
 from consumer.messages import Delivery, Outcome
+from consumer.status import DEAD_LETTER_CIRCUIT
 from tests.test_lanes import A, B, _apply
 from tests.test_ordering_model import iterable, produced_event, start
-from tests.test_processor import OK, REJECTED, T0, Built, _condition, _delivery, _emulated
+from tests.test_processor import (
+    OK,
+    REJECTED,
+    T0,
+    Built,
+    _condition,
+    _delivery,
+    _emulated,
+    _poison,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -220,3 +231,31 @@ def test_a_retry_after_of_a_day_does_not_hold_a_call_for_a_day() -> None:
     for header in ("86400", "Thu, 03 Dec 2026 00:00:00 GMT"):
         delay = Backoff().delay(0, random.Random(0), parse_retry_after(header, now))
         assert delay <= 300, header
+
+
+async def test_a_drain_of_an_item_held_at_the_open_circuit_lets_the_other_partitions_item_run() -> (
+    None
+):
+    # The circuit is open; u1's event of partition 0 waits at its gate, u1's event of
+    # partition 1 waits in the lane behind it. Partition 0 is revoked: its event is left to
+    # the next owner, and partition 1's runs once the circuit closes.
+    now = [0.0]
+    built = Built(
+        lambda request: _ok(), breaker=DeadLetterBreaker(0.5, 60, 1, 600), clock=lambda: now[0]
+    )
+    built.processor.submit([_poison(0, partition=2)])
+    await _condition(lambda: DEAD_LETTER_CIRCUIT in built.status.holds(), "the circuit to open")
+    built.processor.submit(
+        [_delivery(5, {"userId": "u1"}), _delivery(7, {"userId": "u1"}, partition=1)]
+    )
+    await asyncio.sleep(0.05)
+    await built.processor.drain({(("user.changed", 0), 1)}, timeout=1)
+    now[0] = 601.0
+    built.processor.check_breaker()
+    await _condition(lambda: len(built.finished) == 2, "partition 1's event to finish")
+    await asyncio.sleep(0.05)
+    assert sorted(built.finished) == [(0, Outcome.INVALID), (7, Outcome.OK)]
+
+
+async def _ok() -> httpx.Response:
+    return OK
