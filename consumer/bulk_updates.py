@@ -39,6 +39,7 @@ class _Entry:
     call: Call
     outcome: asyncio.Future[None]
     arrived: float
+    request: asyncio.Task[None] | None = None  # the request carrying it, once sent
 
 
 class BulkUpdates:
@@ -58,7 +59,7 @@ class BulkUpdates:
         self._clock = clock
         self._waiting: deque[_Entry] = deque()
         self._timer: asyncio.TimerHandle | None = None
-        self._requests: set[asyncio.Task[None]] = set()
+        self._requests: dict[asyncio.Task[None], list[_Entry]] = {}
 
     async def update(self, call: Call) -> None:
         """Send one `users/update` payload in a batch; raise if Iterable refused it."""
@@ -66,7 +67,17 @@ class BulkUpdates:
         self._waiting.append(entry)
         if self._timer is None or len(self._waiting) >= self._limits.max_users:
             self._dispatch()
-        await entry.outcome
+        try:
+            await entry.outcome
+        except asyncio.CancelledError:
+            # Once every caller of a request is gone (revoked, shutdown), it stops: retried
+            # on, it could land after the partition's next owner applied newer events.
+            request = entry.request
+            if request is not None and all(
+                e.outcome.done() for e in self._requests.get(request, ())
+            ):
+                request.cancel()
+            raise
 
     def _dispatch(self) -> None:
         """Send every batch that is due while fewer than `_MAX_WAITING` requests are out."""
@@ -78,7 +89,9 @@ class BulkUpdates:
             entries, body = self._take()
             if entries:
                 task = asyncio.create_task(self._deliver(entries, body))
-                self._requests.add(task)
+                self._requests[task] = entries
+                for entry in entries:
+                    entry.request = task
                 task.add_done_callback(self._answered)
                 sent = True
         if self._timer is not None and (sent or not self._waiting):
@@ -94,7 +107,7 @@ class BulkUpdates:
         self._dispatch()
 
     def _answered(self, task: asyncio.Task[None]) -> None:
-        self._requests.discard(task)
+        self._requests.pop(task, None)
         self._dispatch()
 
     def _take(self) -> tuple[list[_Entry], bytes]:

@@ -22,6 +22,8 @@ _PERMANENT: Final = frozenset(
     {
         KafkaError._FATAL,
         KafkaError._INVALID_ARG,
+        # Not in the cluster's metadata after librdkafka's wait (auto-creation off).
+        KafkaError._UNKNOWN_TOPIC,
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
         KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,

@@ -145,13 +145,16 @@ class DeadLetterBreaker:
         self._open_until = float("-inf")
         self._partitions: dict[tuple[str, int], _InOrder] = {}
 
-    def expect(self, where: tuple[str, int], offset: int) -> None:
-        """A message was handed out: its outcome counts once every earlier one has."""
+    def expect(self, where: tuple[str, int], offset: int) -> bool:
+        """A message was handed out: its outcome counts once every earlier one has.
+
+        True when its offsets went backwards: what was pending will never be counted."""
         order = self._partitions.get(where)
-        if order is None or (order.expected and offset <= order.expected[-1]):
-            # New, or its offsets went backwards (a reset): what was pending never finishes.
+        reset = order is not None and bool(order.expected) and offset <= order.expected[-1]
+        if order is None or reset:
             order = self._partitions[where] = _InOrder()
         order.expected.append(offset)
+        return reset
 
     def record(self, where: tuple[str, int], offset: int, dead: bool | None, now: float) -> None:
         """A message finished; `dead` is None when it has no outcome to judge (a duplicate)."""

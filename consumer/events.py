@@ -49,6 +49,7 @@ NOT_BLANK_PATTERN: Final = r"\S"
 
 _EMAIL = re.compile(EMAIL_PATTERN)
 _USER_ID = re.compile(USER_ID_PATTERN)
+_SURROGATE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _TIME = re.compile(TIME_PATTERN)
 _CE_PREFIX = "ce_"
 _STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -301,12 +302,20 @@ def _decode_json(value: bytes) -> object:
     except UnicodeDecodeError as exc:
         raise InvalidEvent("value", f"is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        payload = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise InvalidEvent("value", "is nested too deeply") from None
     except ValueError as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise InvalidEvent("value", f"is not valid JSON ({reason})") from None
+    # A `\ud800`-style escape without its pair decodes to a string no request body can
+    # encode: every send would fail, so the event is invalid (checked only when one may be).
+    if "\\u" in text and _SURROGATE.search(text):
+        try:
+            json.dumps(payload, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidEvent("value", "has an unpaired surrogate escape") from None
+    return payload
 
 
 def _invalid(exc: ValidationError, prefix: tuple[str, ...]) -> InvalidEvent:

@@ -207,7 +207,9 @@ class LaneKeys:
     def _email_change(self, user_id: str | None, new: str | None, old: str) -> tuple[str, ...]:
         emails = [e for e in (new, old) if e is not None]
         if user_id is None:
-            linked = [u for e in emails if (u := self._user_ids.get(e)) is not None]
+            # The old email's user is the one changing; the new one may be linked to a
+            # user who left that address earlier.
+            linked = [u for e in reversed(emails) if (u := self._user_ids.get(e)) is not None]
             user_id = linked[0] if linked else None
             keys = {f"user:id:{u}": None for u in linked}
         else:

@@ -120,6 +120,8 @@ class Processor:
         # Per partition, dead letters waiting for their outcome to be counted (offset heap).
         self._parked: dict[Where, list[tuple[int, int, asyncio.Event]]] = {}
         self._parking = itertools.count()
+        # Per partition, the epoch whose offsets the breaker counts now (since a reset).
+        self._counting: dict[Where, int] = {}
         self._restoring = 0
         self._restored = asyncio.Event()  # device events wait while a restore is applied
         self._restored.set()
@@ -145,7 +147,12 @@ class Processor:
         item.task = asyncio.create_task(self._run_lane(item))
 
     def _item(self, delivery: Delivery) -> _Item:
-        self._breaker.expect(delivery.where, delivery.offset)
+        if self._breaker.expect(delivery.where, delivery.offset):
+            # Offsets went back: dead letters of the earlier read would wait forever to be
+            # counted, holding their lanes, and the re-read waits in those lanes.
+            self._counting[delivery.where] = delivery.epoch
+            for *_, wake in self._parked.pop(delivery.where, []):
+                wake.set()
         try:
             event = parse(
                 delivery.value,
@@ -373,7 +380,11 @@ class Processor:
         delivery = item.delivery
         while True:
             head = self._breaker.head(delivery.where) if counted else None
-            uncounted = head is not None and delivery.offset >= head
+            uncounted = (
+                head is not None
+                and delivery.offset >= head
+                and delivery.epoch >= self._counting.get(delivery.where, 0)
+            )
             if self._circuit_closed.is_set() and not uncounted:
                 return
             if self._is_revoked(delivery):
@@ -531,6 +542,7 @@ class Processor:
                 self._duplicates.forget(where)
                 self._breaker.forget(where)
                 self._parked.pop(where, None)
+                self._counting.pop(where, None)
 
     async def _settle_revoked(self, timeout: float) -> None:
         for item in self._lanes.drop(lambda i: self._is_revoked(i.delivery)):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
@@ -89,8 +90,12 @@ def replay(
             p: consumer.get_watermark_offsets(TopicPartition(dlq_topic, p), timeout=10)[1]
             for p in metadata.partitions
         }
-        consumer.assign([TopicPartition(dlq_topic, p) for p in ends])
         committed = _committed(consumer, [TopicPartition(dlq_topic, p) for p in ends])
+        # From the offsets just read: left to look them up itself, the consumer reports a
+        # coordinator still loading (a new group's) as an error message, ending the replay.
+        consumer.assign(
+            [TopicPartition(dlq_topic, p, max(committed.get(p, 0), OFFSET_BEGINNING)) for p in ends]
+        )
         remaining = {p for p, end in ends.items() if max(committed.get(p, 0), 0) < end}
         count = 0
         consumed = False
@@ -106,15 +111,15 @@ def replay(
                 continue
             headers = normalise_headers(message.headers())
             source = source_of(headers)
+            named = dict(headers)
             if source is None:
                 report(f"skipped {dlq_topic}[{partition}]@{offset}: no dlq.source.topic header")
-            elif dict(headers).get(VALUE_OMITTED) == b"true":
-                # Re-publishing the empty value would replace the event with nothing.
-                where = destination(headers, None)[0]
-                original = dict(headers).get(SOURCE_OFFSET, b"?").decode()
+            elif VALUE_OMITTED in named:
+                # Re-published it would be an empty message (a tombstone when compacted).
+                where = f"{source}[{named.get(SOURCE_PARTITION, b'?').decode()}]"
                 report(
-                    f"skipped {dlq_topic}[{partition}]@{offset}: its value was too large to"
-                    f" dead-letter; the original is {source}[{where}]@{original}"
+                    f"skipped {dlq_topic}[{partition}]@{offset}: written without its value;"
+                    f" the original is at {where}@{named.get(SOURCE_OFFSET, b'?').decode()}"
                 )
             else:
                 _republish(producer, message, source, headers, delivered=delivered, report=report)
