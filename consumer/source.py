@@ -167,6 +167,7 @@ class KafkaSource:
         self._on_assignment = on_assignment
         self._assignment_changed = False
         self._partition_counts: dict[str, int] = {}
+        self._fresh: set[Where] = set()  # assigned in the last consume(), to resume after it
 
     # -- called from any thread -----------------------------------------------------------
 
@@ -212,6 +213,7 @@ class KafkaSource:
         # Never take more than the buffer has room for: the bound is a bound.
         room = self._limits.total - sum(t.pending for t in self._trackers.values())
         messages = consumer.consume(num_messages=max(1, min(_BATCH, room)), timeout=_POLL_TIMEOUT)
+        self._resume_fresh(consumer)
         self._report_assignment(consumer)
         self._restore()
         self._status.polled(self._clock())
@@ -366,6 +368,7 @@ class KafkaSource:
             where = (tp.topic, tp.partition)
             self._epochs[where] = self._epochs.get(where, 0) + 1
             self._trackers[where] = PartitionOffsets()
+            self._fresh.add(where)
         self._assignment_changed = True
         self._metrics.rebalances.labels(kind="assign").inc()
         log.info("partitions assigned", extra={"partitions": _names(partitions)})
@@ -375,6 +378,18 @@ class KafkaSource:
             self._restore_pending.update(
                 tp.partition for tp in partitions if tp.topic in self._lookback.topics
             )
+
+    def _resume_fresh(self, consumer: KafkaConsumer) -> None:
+        """A partition assigned anew starts unpaused, whatever librdkafka remembers of it
+        (a pause from before it was lost, when resuming it could not be done)."""
+        if not self._fresh:
+            return
+        fresh = [TopicPartition(t, p) for t, p in sorted(self._fresh) if (t, p) in self._trackers]
+        self._fresh.clear()
+        try:
+            consumer.resume(fresh)
+        except KafkaException as exc:
+            log.warning("could not resume assigned partitions", extra={"error": str(exc)})
 
     def _report_assignment(self, consumer: KafkaConsumer) -> None:
         """After a rebalance, tell the pacing what this member owns (outside the callback,
@@ -437,7 +452,19 @@ class KafkaSource:
             if commit:
                 self._commit(consumer, wheres, asynchronous=False)
         finally:
+            self._unpause(consumer, wheres)
             self._forget(wheres)
+
+    def _unpause(self, consumer: KafkaConsumer, wheres: set[Where]) -> None:
+        """librdkafka keeps a pause across a revocation and a later re-assignment, where
+        this source would no longer know it paused the partition: a stall for good."""
+        paused = [TopicPartition(t, p) for t, p in sorted(wheres & self._paused)]
+        if not paused:
+            return
+        try:
+            consumer.resume(paused)
+        except KafkaException as exc:  # lost partitions may be gone already
+            log.warning("could not resume released partitions", extra={"error": str(exc)})
 
     def _forget(self, wheres: set[Where]) -> None:
         """After this, nothing is ever committed for these partitions by this member."""

@@ -41,6 +41,8 @@ class FakeConsumer:
         self.callbacks: dict[str, Any] = {}
         self.closed = False
         self.partition_counts: dict[str, int] = {"a": 4, "b": 2}
+        # As librdkafka: a partition's pause outlives its revocation and re-assignment.
+        self.paused: set[Where] = set()
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.callbacks = callbacks
@@ -52,10 +54,10 @@ class FakeConsumer:
         return self.steps.popleft()(self) if self.steps else []
 
     def pause(self, partitions: list[TopicPartition]) -> None:
-        pass
+        self.paused.update((tp.topic, tp.partition) for tp in partitions)
 
     def resume(self, partitions: list[TopicPartition]) -> None:
-        pass
+        self.paused.difference_update((tp.topic, tp.partition) for tp in partitions)
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool = True) -> Any:
         self.after_release += [(tp.topic, tp.partition) for tp in offsets if not self._owns(tp)]
@@ -109,7 +111,11 @@ def message(topic: str, partition: int, offset: int) -> Message:
 class Harness:
     """A KafkaSource on a fake consumer; deliveries are kept for the test to complete."""
 
-    def __init__(self, drain: Callable[[set[tuple[Where, int]], float], None] | None = None):
+    def __init__(
+        self,
+        drain: Callable[[set[tuple[Where, int]], float], None] | None = None,
+        limits: BufferLimits | None = None,
+    ):
         self.delivered: list[Delivery] = []
         self.status = Status()
         self.fake: FakeConsumer | None = None
@@ -129,7 +135,7 @@ class Harness:
             drain=drain or (lambda partitions, timeout: None),
             metrics=Metrics(CollectorRegistry()),
             status=self.status,
-            limits=BufferLimits(1000, 1000),
+            limits=limits or BufferLimits(1000, 1000),
             commit_interval=0.0,  # every step may commit: the test counts steps, not seconds
             drain_timeout=0.0,
             shutdown_grace=0.0,
@@ -304,3 +310,34 @@ def test_every_assignment_change_reports_what_is_owned_and_the_partition_counts(
         ({("a", 0), ("a", 1), ("b", 0)}, counts),
         ({("a", 0), ("b", 0)}, counts),
     ]
+
+
+def test_a_partition_paused_when_it_was_revoked_runs_again_when_it_comes_back() -> None:
+    # librdkafka keeps a partition's pause across a revocation and a new assignment; a
+    # source that forgot it had paused it would never resume it: a stall for good.
+    harness = (
+        Harness(limits=BufferLimits(1000, 2))
+        .then(lambda fake: fake.assign(("a", 0)))
+        .then(lambda fake: [message("a", 0, n) for n in range(3)])  # over its bound: paused
+        .idle()
+        .then(lambda fake: fake.revoke(("a", 0)))
+        .then(lambda fake: fake.assign(("a", 0)))
+        .idle(2)
+    )
+    fake = harness.run()
+    assert ("a", 0) not in fake.paused
+
+
+def test_a_partition_paused_when_it_was_lost_runs_again_when_it_comes_back() -> None:
+    harness = (
+        Harness(limits=BufferLimits(1000, 2))
+        .then(lambda fake: fake.assign(("a", 0)))
+        .then(lambda fake: [message("a", 0, n) for n in range(3)])
+        .idle()
+        .then(lambda fake: fake.lose(("a", 0)))
+        .then(lambda fake: fake.paused.add(("a", 0)))  # resuming a lost one may not take
+        .then(lambda fake: fake.assign(("a", 0)))
+        .idle(2)
+    )
+    fake = harness.run()
+    assert ("a", 0) not in fake.paused
