@@ -14,12 +14,18 @@ class Backoff:
 
     base: float = 0.2
     cap: float = 10.0
+    # A server's Retry-After is honoured up to this: a maintenance page or a proxy saying
+    # "come back tomorrow" must not hold every call, and its partition, for a day.
+    retry_after_cap: float = 300.0
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """The wait before retry number `attempt` (0-based); a server's Retry-After is a floor."""
+        """The wait before retry number `attempt` (0-based); a server's Retry-After is a floor
+        (up to `retry_after_cap`)."""
         ceiling = min(self.cap, self.base * 2 ** min(attempt, 32))
         jittered = rng.uniform(0, ceiling)
-        return max(jittered, retry_after) if retry_after is not None else jittered
+        if retry_after is None:
+            return jittered
+        return max(jittered, min(retry_after, self.retry_after_cap))
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

@@ -219,11 +219,6 @@ async def test_replaying_a_chain_of_email_changes_dead_letters_none_of_them() ->
     assert sorted(built.finished) == [(0, Outcome.OK), (1, Outcome.OK)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Retry-After is honoured uncapped: a day-long (or far-future date) value holds"
-    " every call, and so its partition, for a day with green probes",
-)
 def test_a_retry_after_of_a_day_does_not_hold_a_call_for_a_day() -> None:
     # A maintenance page or a proxy in front of Iterable may say "come back tomorrow";
     # Iterable's own limits are per second. The wait must stay bounded (minutes at most).
