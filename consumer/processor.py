@@ -14,20 +14,19 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final, Protocol, TypeVar
 
 from consumer.bulk import BulkLimits
 from consumer.bulk_updates import BulkUpdates
+from consumer.credentials import CredentialsHold
+from consumer.device_memory import DeviceMemory, event_time, profiles_of
 from consumer.dlq import DeadLetter, DeadLetterBreaker, dead_letter
-from consumer.endpoints import PROBE_EMAIL, Endpoint
+from consumer.endpoints import Endpoint
 from consumer.errors import (
     ConsumerError,
-    CredentialsError,
     InvalidEvent,
-    IterableError,
     PermanentError,
     TransientError,
 )
@@ -38,16 +37,14 @@ from consumer.messages import TopicPartition as Where
 from consumer.metrics import Metrics
 from consumer.ordering import DeviceGuard, DuplicateWindow, LaneKeys, Lanes
 from consumer.redact import pii
-from consumer.status import CREDENTIALS, DEAD_LETTER_CIRCUIT, Status
+from consumer.status import DEAD_LETTER_CIRCUIT, Status
 from consumer.translate import Call, Translator
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Restored records applied to the device guard between two yields to the loop (~1 ms).
-_RESTORE_SLICE: Final = 200
 _DEAD: Final = frozenset({Outcome.DEAD_LETTERED, Outcome.INVALID})
-_Restored = tuple[datetime, DeviceRegistered | PushPermissionRevoked, tuple[str, ...]]
 
 
 class DeadLetterSink(Protocol):
@@ -110,10 +107,7 @@ class Processor:
         self._lanes: Lanes[_Item] = Lanes()
         self._running: set[_Item] = set()
         self._revoked: dict[Where, int] = {}  # partition → newest revoked epoch
-        self._credentials_ok = asyncio.Event()
-        self._credentials_ok.set()
-        self._credentials_generation = 0  # how often the hold was lifted
-        self._probe: asyncio.Task[None] | None = None
+        self._credentials = CredentialsHold(client, status, metrics, settings.credentials_probe)
         self._circuit_closed = asyncio.Event()
         self._circuit_closed.set()
         self._gated: set[asyncio.Event] = set()  # work waiting at the circuit, to wake
@@ -122,10 +116,7 @@ class Processor:
         self._parking = itertools.count()
         # Per partition, the epoch whose offsets the breaker counts now (since a reset).
         self._counting: dict[Where, int] = {}
-        self._restoring = 0
-        self._restored = asyncio.Event()  # device events wait while a restore is applied
-        self._restored.set()
-        self._restores: set[asyncio.Task[None]] = set()
+        self._memory = DeviceMemory(guard, translator, settings.max_event_bytes)
         self._bulk = (
             BulkUpdates(settings.bulk, self._send, observe=metrics.bulk_users.observe)
             if settings.bulk is not None
@@ -230,10 +221,10 @@ class Processor:
             return Outcome.INVALID
         event, data = item.event, item.event.data
         device = data if isinstance(data, DeviceRegistered | PushPermissionRevoked) else None
-        profiles, when = _profiles(self._translator, device), _event_time(event, item.delivery)
+        profiles, when = profiles_of(self._translator, device), event_time(event, item.delivery)
         replay: tuple[DeviceRegistered, ...] = ()
         if device is not None:
-            await self._restored.wait()  # the guard's memory of these partitions first
+            await self._memory.restored()  # the guard's memory of these partitions first
             decision = self._guard.decide(device, profiles, when)
             if decision.stale:
                 return Outcome.STALE
@@ -265,7 +256,7 @@ class Processor:
 
     async def _send(self, call: Call, body: bytes | None = None) -> object:
         """Send until Iterable accepts or refuses for good; wrong credentials are waited out."""
-        return await self._authorised(lambda: self._post(call, body))
+        return await self._credentials.authorised(lambda: self._post(call, body))
 
     async def _post(self, call: Call, body: bytes | None) -> object:
         self._metrics.in_flight.inc()
@@ -273,57 +264,6 @@ class Processor:
             return await self._client.post(call.endpoint, call.payload, call.identifiers, body)
         finally:
             self._metrics.in_flight.dec()
-
-    async def _authorised(self, request: Callable[[], Awaitable[T]]) -> T:
-        """Make a call once no credentials hold is on; a 401/403 puts one on and waits."""
-        while True:
-            await self._credentials_ok.wait()
-            generation = self._credentials_generation
-            try:
-                return await request()
-            except CredentialsError as exc:
-                # Refused with the old key while the probe found the key works: just resend.
-                if generation == self._credentials_generation:
-                    self._credentials_failed(exc)
-
-    def _credentials_failed(self, exc: CredentialsError) -> None:
-        self._metrics.credentials_failed.set(1)
-        self._credentials_ok.clear()
-        if self._status.hold(CREDENTIALS):
-            log.error(
-                "Iterable refuses every call; consumption paused until one succeeds",
-                extra={
-                    "error": str(exc),
-                    "status": exc.status,
-                    "code": exc.code,
-                    "probe_seconds": self._settings.credentials_probe,
-                },
-            )
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.create_task(self._probe_credentials())
-
-    async def _probe_credentials(self) -> None:
-        """While the hold is on, try a harmless lookup now and then; the first success lifts it.
-
-        The processor owns the probe: calls waiting for the hold may be revoked at any time.
-        """
-        while True:
-            await asyncio.sleep(self._settings.credentials_probe)
-            try:
-                await self._client.get(Endpoint.GET_BY_EMAIL, {"email": PROBE_EMAIL})
-            except CredentialsError:
-                continue
-            except IterableError:
-                pass  # answered by Iterable, so the key was accepted
-            except Exception:
-                log.exception("the credentials probe failed; trying again")
-                continue
-            break
-        self._credentials_generation += 1
-        self._credentials_ok.set()
-        self._status.release(CREDENTIALS)
-        self._metrics.credentials_failed.set(0)
-        log.warning("Iterable accepts calls again; resuming")
 
     async def _replay(self, registrations: tuple[DeviceRegistered, ...]) -> None:
         """Re-send registrations that are newer than the global revocation just applied."""
@@ -352,7 +292,7 @@ class Processor:
 
     async def _by_email(self, email: str) -> dict[str, object] | None:
         """The profile with this email, or None (waits out a credentials hold like any call)."""
-        found = await self._authorised(
+        found = await self._credentials.authorised(
             lambda: self._client.get(Endpoint.GET_BY_EMAIL, {"email": email}, (email,))
         )
         user = found.get("user") if isinstance(found, dict) else None
@@ -480,49 +420,9 @@ class Processor:
                 log.warning("dead-letter circuit closed; resuming")
 
     def restore(self, history: list[Delivery]) -> None:
-        """Feed device events finished before an assignment into the guard, in time order.
-
-        Called on the loop before the new partitions' messages are submitted. Parsing runs
-        on a worker thread and the guard is fed in slices, so the loop never stalls; device
-        events wait until the restore is applied.
-        """
-        self._restoring += 1
-        self._restored.clear()
-        task = asyncio.create_task(self._restore(history))
-        self._restores.add(task)
-        task.add_done_callback(self._restores.discard)
-
-    async def _restore(self, history: list[Delivery]) -> None:
-        try:
-            known = await asyncio.to_thread(self._restorable, history)
-            for start in range(0, len(known), _RESTORE_SLICE):
-                for when, data, profiles in known[start : start + _RESTORE_SLICE]:
-                    self._guard.applied(data, profiles, when)
-                await asyncio.sleep(0)
-        except Exception:
-            log.exception("restoring the device ordering memory failed; it starts empty")
-        finally:
-            self._restoring -= 1
-            if not self._restoring:
-                self._restored.set()
-
-    def _restorable(self, history: list[Delivery]) -> list[_Restored]:
-        """The device events in `history`, parsed, in event-time order (pure; any thread)."""
-        known: list[_Restored] = []
-        for delivery in history:
-            try:
-                event = parse(
-                    delivery.value, delivery.headers, max_bytes=self._settings.max_event_bytes
-                )
-            except InvalidEvent:
-                continue
-            if isinstance(event.data, DeviceRegistered | PushPermissionRevoked):
-                data = event.data
-                known.append(
-                    (_event_time(event, delivery), data, _profiles(self._translator, data))
-                )
-        known.sort(key=lambda restored: restored[0])
-        return known
+        """Feed device events finished before an assignment into the guard (`DeviceMemory`);
+        called on the loop before the new partitions' messages are submitted."""
+        self._memory.restore(history)
 
     # -- revocation and shutdown ----------------------------------------------------------
 
@@ -570,24 +470,6 @@ class Processor:
 async def _finished(item: _Item) -> None:
     assert item.finished is not None  # noqa: S101 - made by the drain before waiting
     await item.finished.wait()
-
-
-def _profiles(
-    translator: Translator, device: DeviceRegistered | PushPermissionRevoked | None
-) -> tuple[str, ...]:
-    """The profile identifiers a device event names, the one its call sends first."""
-    if device is None:
-        return ()
-    named = {"email": device.email, "userId": device.userId}
-    sent = translator.device_identifier(device.email, device.userId)
-    if sent is None:
-        return ()
-    others = [f"{k}:{v}" for k, v in named.items() if v is not None and k != sent[0]]
-    return (f"{sent[0]}:{sent[1]}", *others)
-
-
-def _event_time(event: Event, delivery: Delivery) -> datetime:
-    return event.time or datetime.fromtimestamp(delivery.timestamp, UTC)
 
 
 def _as_event(registration: DeviceRegistered) -> Event:
