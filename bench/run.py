@@ -4,6 +4,7 @@ naive baseline on the same events. A run that loses or misorders an event fails.
     .venv/bin/python -m bench                         # every scenario (about 15 minutes)
     .venv/bin/python -m bench --scenario cpu-single   # one (repeat the flag for more)
     .venv/bin/python -m bench --scenario smoke        # correctness only, seconds (CI)
+    .venv/bin/python -m bench --scenario scale        # 1 → 3 → 2 members, both protocols
 
 Uses the broker `KAFKA_BOOTSTRAP_SERVERS` names, else starts a local one. Writes
 `results.json` and `results.md` to `--out` (default `bench/results/`).
@@ -26,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench import profile
+from bench import profile, scale
 from bench.measure import (
     CpuSampler,
     delays,
@@ -414,16 +415,22 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
 def main() -> None:
     names = [s.name for s in SCENARIOS]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", action="append", choices=names, help="default: all")
+    parser.add_argument(
+        "--scenario", action="append", choices=[*names, "scale"], help="default: all"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--profile", action="store_true", help="sample the consumer (py-spy)")
     args = parser.parse_args()
-    default = [name for name in names if not name.startswith("smoke")]
+    default = [*(name for name in names if not name.startswith("smoke")), "scale"]
     chosen = [s for s in SCENARIOS if s.name in (args.scenario or default)]
     with broker() as servers:
         kafka = KafkaTools(servers)
         args.out.mkdir(parents=True, exist_ok=True)
         results = [run(s, kafka, args.out if args.profile else None) for s in chosen]
+        if "scale" in (args.scenario or default):  # several consumers: a runner of its own
+            scale.main(kafka, args.out)
+    if not chosen:
+        return
     if args.profile:
         for s in chosen:
             sampled = args.out / f"profile-{s.name}.txt"
