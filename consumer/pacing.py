@@ -53,7 +53,11 @@ class Paced(Protocol):
 
 
 class SharedPace:
-    """On the event loop: the latest assignment and lag reading → the client's shares."""
+    """On the event loop: the latest assignment and lag readings → the client's shares.
+
+    A share falls at once but rises one reading late (the lesser of what the last two
+    readings give): a pod a reading behind the others then still takes no more than the
+    group's earlier reading gave it, so the pods' shares add up to at most one."""
 
     def __init__(
         self,
@@ -66,7 +70,7 @@ class SharedPace:
         self._show = show
         self._assigned: set[Where] = set()
         self._counts: dict[str, int] = {}
-        self._lags: Reading = None
+        self._readings: tuple[Reading, Reading] = (None, None)  # the one before, the latest
         for endpoint, ceiling in client.ceilings().items():
             show(endpoint, ceiling)
 
@@ -75,16 +79,19 @@ class SharedPace:
         self._apply()
 
     def read(self, reading: Reading) -> None:
-        self._lags = reading
+        self._readings = (self._readings[1], reading)
         if self._counts:  # before the first assignment this pod owns nothing to pace
             self._apply()
 
     def _apply(self) -> None:
-        lags, owned = (self._lags.lags, self._lags.owned) if self._lags else (None, None)
-        shares = endpoint_shares(self._assigned, self._counts, self._event_types, lags, owned)
-        self._client.set_shares(shares)
+        before, latest = (self._shares(reading) for reading in self._readings)
+        self._client.set_shares({e: min(share, before[e]) for e, share in latest.items()})
         for endpoint, ceiling in self._client.ceilings().items():
             self._show(endpoint, ceiling)
+
+    def _shares(self, reading: Reading) -> dict[Endpoint, float]:
+        lags, owned = (reading.lags, reading.owned) if reading else (None, None)
+        return endpoint_shares(self._assigned, self._counts, self._event_types, lags, owned)
 
 
 class LagReader:

@@ -37,8 +37,18 @@ def _paced() -> tuple[SharedPace, FakeClient, dict[Endpoint, float]]:
 def test_the_pod_with_the_backlog_takes_the_limit_and_shows_its_ceiling() -> None:
     pace, _, shown = _paced()
     everyone = {("users", p) for p in range(4)}
-    pace.read(GroupReading({("users", 0): 998, ("users", 1): 0}, everyone))
+    backlog = GroupReading({("users", 0): 998, ("users", 1): 0}, everyone)
+    pace.read(backlog)
+    assert shown[Endpoint.UPDATE] == LIMIT / 2  # a rise waits for a second reading
+    pace.read(backlog)
     assert shown[Endpoint.UPDATE] == pytest.approx(LIMIT * 1_000 / 1_002)
+
+
+def test_a_share_falls_at_once() -> None:
+    pace, _, shown = _paced()
+    others = GroupReading({("users", 2): 998, ("users", 3): 0}, {("users", p) for p in range(4)})
+    pace.read(others)
+    assert shown[Endpoint.UPDATE] == pytest.approx(LIMIT * 2 / 1_002)
 
 
 def test_without_a_reading_the_pod_paces_at_its_partitions_share() -> None:
