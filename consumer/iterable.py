@@ -33,7 +33,10 @@ from consumer.transport import AiohttpTransport
 REGIONS: Final = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 USER_AGENT: Final = f"iterable-consumer/{__version__}"
 # The least pace of an endpoint whatever the pod's share: its calls never wait forever.
+# At most a hundredth of the limit, so the floors of pods with (almost) no share do not add
+# up to more than the headroom (bulkUpdate's 5/s: three pods at 1/s would take 60% of it).
 MIN_RATE: Final = 1.0
+MIN_SHARE: Final = 0.01
 
 
 class CallObserver(Protocol):
@@ -158,12 +161,17 @@ class IterableClient:
         """Pace each endpoint at its configured (project) limit times this pod's share.
 
         Called on the loop whenever the partition assignment changes; calls already waiting
-        are re-timed at the new rate. A share of 0 keeps a trickle (MIN_RATE), for the rare
-        call an endpoint gets from another topic's events."""
+        are re-timed at the new rate. A share of 0 keeps a trickle (MIN_RATE, or a hundredth of
+        the limit if less), for the rare call an endpoint gets from another topic's events."""
         for endpoint, share in shares.items():
             gate = self._gates.get(endpoint)
             if gate is not None:
-                gate.set_ceiling(max(MIN_RATE, self.settings.rates[endpoint] * share))
+                limit = self.settings.rates[endpoint]
+                gate.set_ceiling(max(min(MIN_RATE, limit * MIN_SHARE), limit * share))
+
+    def ceilings(self) -> dict[Endpoint, float]:
+        """Each paced endpoint's ceiling now (the project's limit times the share)."""
+        return {endpoint: gate.pacer.pace.ceiling for endpoint, gate in self._gates.items()}
 
     def current_rate(self, endpoint: Endpoint) -> float:
         return self._gates[endpoint].pacer.rate

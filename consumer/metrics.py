@@ -67,6 +67,12 @@ class Metrics:
             ["endpoint"],
             registry=registry,
         )
+        self.pace_limit = Gauge(
+            f"{p}pace_limit_requests_per_second",
+            "The pace ceiling of each endpoint: the project's limit times this pod's share.",
+            ["endpoint"],
+            registry=registry,
+        )
         self.in_flight = Gauge(
             f"{p}in_flight_events",
             "Iterable calls under way, pacing waits included (a bulkUpdate request counts once).",

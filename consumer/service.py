@@ -32,9 +32,9 @@ from consumer.messages import Delivery
 from consumer.messages import TopicPartition as Where
 from consumer.metrics import Metrics
 from consumer.ordering import DeviceGuard, DuplicateWindow
+from consumer.pacing import LagReader, SharedPace, post
 from consumer.probes import make_app, serve
 from consumer.processor import Processor, ProcessorSettings
-from consumer.shares import endpoint_shares
 from consumer.source import CLIENT_LOG, KafkaSource, Lookback, consumer_config
 from consumer.status import Status
 from consumer.translate import Translator
@@ -111,7 +111,12 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         complete=lambda delivery, outcome: source.complete(delivery, outcome),  # noqa: PLW0108 - source is built below
     )
 
-    bridge = _LoopBridge(loop, processor, client, settings.topics)
+    bridge = _LoopBridge(loop, processor)
+    pace = SharedPace(
+        client,
+        settings.topics,
+        lambda endpoint, ceiling: metrics.pace_limit.labels(endpoint=endpoint.value).set(ceiling),
+    )
     device_topics = [settings.topic_device_registered, settings.topic_push_revoked]
     source = KafkaSource(
         consumer_config(
@@ -133,7 +138,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         drain_timeout=settings.consumer_revoke_drain_seconds,
         shutdown_grace=settings.consumer_shutdown_grace_seconds,
         lookback=Lookback(device_topics, settings.consumer_device_lookback_records, bridge.restore),
-        on_assignment=bridge.paced_at_share,
+        on_assignment=post(loop, pace.assigned),
     )
 
     admin = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}
@@ -167,6 +172,11 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
 
     thread = threading.Thread(target=consume, name="kafka-source")
     thread.start()
+    if client.ceilings():  # pacing on: share the limits by the group's lag
+        reader = LagReader(
+            admin, settings.kafka_group_id, list(settings.topics), post(loop, pace.read)
+        )
+        threading.Thread(target=reader.run, args=(stop,), name="lag-reader", daemon=True).start()
     try:
         await asyncio.to_thread(thread.join)
     finally:
@@ -184,8 +194,6 @@ class _LoopBridge:
 
     loop: asyncio.AbstractEventLoop
     processor: Processor
-    client: IterableClient
-    topics: dict[str, str]
 
     def deliver(self, deliveries: list[Delivery]) -> None:
         self.loop.call_soon_threadsafe(self.processor.submit, deliveries)
@@ -203,10 +211,6 @@ class _LoopBridge:
 
     def restore(self, history: list[Delivery]) -> None:
         self.loop.call_soon_threadsafe(self.processor.restore, history)
-
-    def paced_at_share(self, assigned: set[Where], partition_counts: dict[str, int]) -> None:
-        shares = endpoint_shares(assigned, partition_counts, self.topics)
-        self.loop.call_soon_threadsafe(self.client.set_shares, shares)
 
 
 def _dead_letter_producer(wiring: Wiring, status: Status) -> DeadLetterProducer:

@@ -1,10 +1,13 @@
-"""Each pod's share of the project's rate limits, from its partition assignment. Pure.
+"""Each pod's share of the project's rate limits, from its partitions and their lag. Pure.
 
-Iterable's limits are per project and every replica draws on them (SPEC §6). The only fact
-the replicas share is Kafka's assignment, so a pod paces each endpoint at the project's
-limit times its share of the partitions feeding that endpoint; with incremental
-rebalances a partition is released before its next owner gets it, so the shares of all
-pods never add up to more than one.
+Iterable's limits are per project and every replica draws on them (SPEC §6). The facts
+the replicas share are Kafka's: the assignment, and each partition's lag (end offset less
+the group's committed offset). A pod paces each endpoint at the project's limit times its
+share of the feeding partitions' work, each partition weighing 1 + its lag: with no
+backlog that is its share of the partitions; a pod whose partitions are caught up leaves
+the limit to those with a backlog, so all finish together. With incremental rebalances a
+partition is released before its next owner gets it, so pods reading the same lags never
+share more than the whole limit.
 """
 
 from __future__ import annotations
@@ -26,26 +29,53 @@ FED_BY: Mapping[Endpoint, str] = {
 }
 
 
+Where = tuple[str, int]
+
+
 def endpoint_shares(
-    assigned: Set[tuple[str, int]],
+    assigned: Set[Where],
     partition_counts: Mapping[str, int],
     event_types: Mapping[str, str],
+    lags: Mapping[Where, int] | None = None,
+    owned_by_group: Set[Where] | None = None,
 ) -> dict[Endpoint, float]:
-    """Endpoint → the fraction (0…1) of its feeding partitions this pod owns.
+    """Endpoint → the fraction (0…1) of its feeding partitions' work this pod owns.
 
-    `partition_counts` and `event_types` are keyed by topic name; a topic whose partition
-    count is unknown gives its endpoints a full share (pacing then errs towards the limit
-    the pod had before, and the 429 back-off remains the safety net)."""
-    owned: dict[str, int] = {}
-    for topic, _ in assigned:
-        owned[topic] = owned.get(topic, 0) + 1
+    `partition_counts` and `event_types` are keyed by topic name; `lags` (records per
+    partition, from one reading) may be missing or partial: a partition it lacks weighs 1.
+    `owned_by_group` (same reading): partitions some member owns; one between owners (a
+    member left, or is revoking it for its next owner) is nobody's work, so it does not
+    count until its next owner has it. A topic whose partition count is unknown gives its
+    endpoints a full share (pacing then errs towards the limit the pod had before; the 429
+    back-off remains the safety net)."""
     by_type = {event_type: topic for topic, event_type in event_types.items()}
     shares: dict[Endpoint, float] = {}
     for endpoint, event_type in FED_BY.items():
         fed = by_type.get(event_type)
-        total = partition_counts.get(fed) if fed is not None else None
-        if fed is None or not total:
+        count = partition_counts.get(fed) if fed is not None else None
+        if fed is None or not count:
             shares[endpoint] = 1.0
-        else:
-            shares[endpoint] = min(1.0, owned.get(fed, 0) / total)
+            continue
+        known = lags or {}
+        mine = {p for t, p in assigned if t == fed}
+        partitions = set(range(count)) | {p for t, p in known if t == fed} | mine
+        if owned_by_group is not None:
+            partitions = {p for p in partitions if (fed, p) in owned_by_group} | mine
+        weight = {p: 1 + max(0, known.get((fed, p), 0)) for p in partitions}
+        total = sum(weight.values())
+        shares[endpoint] = min(1.0, sum(weight[p] for p in mine) / total) if total else 0.0
     return shares
+
+
+def partition_lags(
+    ends: Mapping[Where, int], committed: Mapping[Where, int], starts: Mapping[Where, int]
+) -> dict[Where, int]:
+    """Records each partition's group has still to finish: from its committed offset, or
+    from the log's start where it committed nothing (the consumer reads from the earliest)."""
+    lags: dict[Where, int] = {}
+    for where, end in ends.items():
+        position = committed.get(where)
+        if position is None or position < 0:
+            position = starts.get(where, 0)
+        lags[where] = max(0, end - position)
+    return lags

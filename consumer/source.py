@@ -369,7 +369,7 @@ class KafkaSource:
             self._epochs[where] = self._epochs.get(where, 0) + 1
             self._trackers[where] = PartitionOffsets()
             self._fresh.add(where)
-        self._assignment_changed = True
+        self._changed()
         self._metrics.rebalances.labels(kind="assign").inc()
         log.info("partitions assigned", extra={"partitions": _names(partitions)})
         if self._lookback is not None:
@@ -392,12 +392,11 @@ class KafkaSource:
             log.warning("could not resume assigned partitions", extra={"error": str(exc)})
 
     def _report_assignment(self, consumer: KafkaConsumer) -> None:
-        """After a rebalance, tell the pacing what this member owns (outside the callback,
-        which must not make broker requests of its own)."""
+        """After a rebalance, tell the pacing what this member owns, reading partition
+        counts not known yet (outside the callback, which must not make broker requests)."""
         if not self._assignment_changed or self._on_assignment is None:
             return
-        self._assignment_changed = False
-        for topic in self._topics:
+        for topic in set(self._topics) - set(self._partition_counts):
             try:
                 found = consumer.list_topics(topic, timeout=5).topics.get(topic)
             except KafkaException as exc:
@@ -405,7 +404,19 @@ class KafkaSource:
                 continue
             if found is not None and found.error is None and found.partitions:
                 self._partition_counts[topic] = len(found.partitions)
-        self._on_assignment(set(self._trackers), dict(self._partition_counts))
+        self._report()
+
+    def _report(self) -> None:
+        if self._on_assignment is not None:
+            self._assignment_changed = False
+            self._on_assignment(set(self._trackers), dict(self._partition_counts))
+
+    def _changed(self) -> None:
+        """The assignment changed: with the counts known, report at once (no broker request),
+        so a released partition's share is given up before its next owner paces for it."""
+        self._assignment_changed = True
+        if set(self._topics) <= set(self._partition_counts):
+            self._report()
 
     def _restore(self) -> None:
         """Rebuild the device guard's memory before the new partitions' messages go out."""
@@ -468,7 +479,6 @@ class KafkaSource:
 
     def _forget(self, wheres: set[Where]) -> None:
         """After this, nothing is ever committed for these partitions by this member."""
-        self._assignment_changed = True
         for where in wheres:
             del self._trackers[where]
             self._epochs[where] += 1
@@ -481,6 +491,7 @@ class KafkaSource:
             ):
                 with contextlib.suppress(KeyError):  # never set for this partition
                     gauge.remove(where[0], str(where[1]))
+        self._changed()
 
     def _shutdown(self, consumer: KafkaConsumer) -> None:
         """Finish in-flight work (bounded), commit, leave the group."""

@@ -185,3 +185,11 @@ async def test_each_endpoint_is_paced_at_the_pods_share_of_the_project_limit() -
     client.set_shares({Endpoint.UPDATE: 1.0})
     assert client.current_rate(Endpoint.UPDATE) == pytest.approx(490)
     await client.aclose()
+
+
+async def test_pods_without_a_share_of_a_low_limit_leave_it_to_the_pod_that_has_one() -> None:
+    # bulkUpdate's 4.8/s: two idle pods at 1/s each would take 40% of it on top of the third.
+    client = _client(Recorder(_json(200, OK)), Sleeps())
+    client.set_shares({Endpoint.BULK_UPDATE: 0.0})
+    assert client.current_rate(Endpoint.BULK_UPDATE) == pytest.approx(4.8 / 100)
+    await client.aclose()

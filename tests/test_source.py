@@ -341,3 +341,14 @@ def test_a_partition_paused_when_it_was_lost_runs_again_when_it_comes_back() -> 
     )
     fake = harness.run()
     assert ("a", 0) not in fake.paused
+
+
+def test_a_released_partition_is_reported_before_its_next_owner_can_have_it() -> None:
+    # The next owner gets it once the revoke callback returns: the pace must drop first.
+    seen_in_callback: list[set[Where]] = []
+    harness = Harness().then(lambda fake: fake.assign(("a", 0), ("a", 1))).idle()
+    harness.then(
+        lambda fake: (fake.revoke(("a", 1)), seen_in_callback.append(harness.assignments[-1][0]))
+    ).idle()
+    harness.run()
+    assert seen_in_callback == [{("a", 0)}]
