@@ -141,7 +141,12 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         on_assignment=post(loop, pace.assigned),
     )
 
-    admin = {"bootstrap.servers": settings.kafka_bootstrap_servers, **wiring.kafka}
+    # librdkafka's log lines go into the JSON log, as the consumer's and the producer's do.
+    admin = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **wiring.kafka,
+        "logger": CLIENT_LOG,
+    }
     await asyncio.to_thread(_check_copartitioned, admin, device_topics, metrics)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(stop, signum))
@@ -235,9 +240,7 @@ def _exit_code(failures: list[BaseException], status: Status) -> int:
 def _check_copartitioned(config: dict[str, Any], topics: list[str], metrics: Metrics) -> None:
     """Say plainly, once at start, when cross-member device order cannot hold."""
     try:
-        # confluent-kafka types config values as scalars; `logger` takes a Logger.
-        admin = AdminClient({**config, "logger": CLIENT_LOG})  # type: ignore[dict-item]
-        metadata = admin.list_topics(timeout=10)
+        metadata = AdminClient(config).list_topics(timeout=10)
     except KafkaException as exc:
         log.warning("could not read the device topics' partitions", extra={"error": str(exc)})
         return
