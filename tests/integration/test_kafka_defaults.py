@@ -140,7 +140,10 @@ def test_a_fenced_static_member_stops_with_a_non_zero_exit_and_its_successor_fin
         "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS": "500",
     }
     first = start(emulator, **static)
-    wait_for(lambda: consumed(first) > 0, 60, "the first member consuming")
+    try:
+        wait_for(lambda: consumed(first) > 0, 60, "the first member consuming")
+    except TimeoutError:
+        pytest.fail(f"the first member never consumed:\n{first.logs()[-3000:]}")
     successor = start(emulator, **static)
     assert first.process is not None
     try:
