@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     iterable_base_url: str | None = None
     iterable_project_type: Literal["email", "userId", "hybrid"] = "hybrid"
     iterable_prefer_user_id: bool = True
+    # exclusive: a registration disables its token on every other profile first (handoff).
+    iterable_device_token_ownership: Literal["shared", "exclusive"] = Field(default="shared")
     iterable_user_update_mode: Literal["single", "bulk"] = "single"
     iterable_bulk_max_users: int = Field(default=1000, ge=1)
     iterable_bulk_linger_seconds: float = Field(default=0.2, gt=0)

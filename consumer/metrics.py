@@ -16,6 +16,8 @@ from consumer.endpoints import Endpoint
 from consumer.responses import status_class
 
 OUTCOMES: Final = ("ok", "dead_lettered", "duplicate", "stale", "invalid")
+# A handoff's previous owner: a profile the device guard remembers holding the token, or none.
+PREVIOUS_OWNERS: Final = ("known", "unknown")
 _BULK_BUCKETS: Final = (1, 10, 50, 100, 250, 500, 750, 1000)
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -126,6 +128,14 @@ class Metrics:
             ["topic"],
             registry=registry,
         )
+        self.handoffs = Counter(
+            f"{p}device_handoffs",
+            "Registrations applied as a handoff (exclusive token ownership: disableDevice with"
+            " the token alone first); previous_owner=known when the token was remembered"
+            " enabled on another profile.",
+            ["previous_owner"],
+            registry=registry,
+        )
         self.circuit_open = Gauge(
             f"{p}dead_letter_circuit_open",
             "1 while the dead-letter circuit breaker is open.",
@@ -172,6 +182,8 @@ class Metrics:
             self.commits.labels(result=result)
         for kind in ("assign", "revoke", "lost"):
             self.rebalances.labels(kind=kind)
+        for previous in PREVIOUS_OWNERS:
+            self.handoffs.labels(previous_owner=previous)
 
     def child(self, metric: Any, *values: str) -> Any:
         """`metric.labels(*values)`, remembered: labels() costs microseconds per event, and

@@ -7,7 +7,8 @@
   token share a lane.
 - `DeviceGuard`: registrations and revocations of a token come from two topics, so Kafka
   gives no order between them; the guard makes the outcome equal applying them in event
-  time order (SPEC §5).
+  time order (SPEC §5). With exclusive ownership a registration is a handoff: a global
+  revocation at its time, then the registration (the newest registration owns the token).
 - `DuplicateWindow`: exact duplicates (same CloudEvents id and source) are skipped.
 """
 
@@ -95,6 +96,13 @@ class Decision:
     # Registrations newer than a global revocation being applied and not disabled since:
     # re-send them after it.
     replay: tuple[DeviceRegistered, ...] = ()
+    # Exclusive ownership: the registration is sent as a handoff; `taken_from` are the
+    # profiles the token is remembered enabled on, which it takes the token from.
+    handoff: bool = False
+    taken_from: tuple[str, ...] = ()
+    # A handoff whose profile has a newer event: only its disableDevice is sent, applied
+    # as a global revocation at its time (the registration itself is stale).
+    disable_only: bool = False
 
 
 _Registration = tuple[datetime, DeviceRegistered, tuple[str, ...]]
@@ -107,9 +115,16 @@ class DeviceGuard:
     the one the call sends first; an empty tuple is a revocation on every profile. Times
     are remembered under every identifier, so an event naming a profile by userId and a
     later one naming it by email still see each other.
+
+    With `exclusive`, a registration is sent as a handoff (disableDevice with the token
+    alone, then the registration), so it counts as a global revocation at its time too: an
+    older registration of another profile is then stale, as is an older global revocation
+    (the handoff disabled everything it would), and only the newest registration of a token
+    is ever re-sent.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, exclusive: bool = False) -> None:
+        self.exclusive = exclusive
         self._revoked_all: Lru[str, datetime] = Lru(size)
         self._applied: Lru[tuple[str, str], datetime] = Lru(size)
         # Per token, per profile: its newest applied registration and every identifier it named.
@@ -123,28 +138,48 @@ class DeviceGuard:
     ) -> Decision:
         """Decide before sending; call `applied` once the call (and any replay) succeeded."""
         token = _token(data)
+        revoked = self._revoked_all.get(token)
         if not profiles:  # a global revocation
+            if self.exclusive and revoked is not None and when < revoked:
+                return Decision(stale=True)
             return Decision(stale=False, replay=self._enabled_since(token, when))
+        registration = isinstance(data, DeviceRegistered)
+        if registration and revoked is not None and when < revoked:
+            return Decision(stale=True)
         remembered = [t for p in profiles if (t := self._applied.get((token, p))) is not None]
         if remembered and when < max(remembered):
+            if self.exclusive and registration:  # it still disabled every other profile then
+                return Decision(
+                    stale=False, replay=self._enabled_since(token, when), disable_only=True
+                )
             return Decision(stale=True)
-        revoked = self._revoked_all.get(token)
-        if isinstance(data, DeviceRegistered) and revoked is not None and when < revoked:
-            return Decision(stale=True)
+        if self.exclusive and registration:
+            enabled = (r[2] for r in self._enabled(token) if not set(r[2]) & set(profiles))
+            taken_from = tuple(p for named in enabled for p in named)
+            return Decision(stale=False, handoff=True, taken_from=taken_from)
         return Decision(stale=False)
 
     def _enabled_since(self, token: str, when: datetime) -> tuple[DeviceRegistered, ...]:
         """Registrations newer than `when` that nothing applied since has disabled."""
+        return tuple(registration for at, registration, _ in self._enabled(token) if at > when)
+
+    def _enabled(self, token: str) -> list[_Registration]:
+        """The remembered registrations of `token` that nothing applied since has disabled."""
         revoked = self._revoked_all.get(token)
+        known = list((self._registrations.get(token) or {}).values())
+        if self.exclusive and known:
+            # The newest registration owns the token: no other may be enabled again, even
+            # when the memory of the handoffs (`_revoked_all`) was forgotten first.
+            known = [max(known, key=lambda registration: registration[0])]
         enabled = []
-        for at, registration, profiles in (self._registrations.get(token) or {}).values():
-            if at <= when or (revoked is not None and at < revoked):
+        for at, registration, profiles in known:
+            if revoked is not None and at < revoked:
                 continue
             # A scoped revocation (or a newer registration) of the profile came after it.
             if any((t := self._applied.get((token, p))) is not None and t > at for p in profiles):
                 continue
-            enabled.append(registration)
-        return tuple(enabled)
+            enabled.append((at, registration, profiles))
+        return enabled
 
     def applied(
         self,
@@ -154,18 +189,25 @@ class DeviceGuard:
     ) -> None:
         token = _token(data)
         if not profiles:
-            previous = self._revoked_all.get(token)
-            self._revoked_all.put(token, max(when, previous) if previous else when)
+            self.disabled_everywhere(token, when)
             return
         for profile in profiles:
             last = self._applied.get((token, profile))
             self._applied.put((token, profile), max(when, last) if last else when)
         if isinstance(data, DeviceRegistered):
+            if self.exclusive:
+                self.disabled_everywhere(token, when)
             registrations = dict(self._registrations.get(token) or {})
             current = registrations.get(profiles[0])
             if current is None or when >= current[0]:
                 registrations[profiles[0]] = (when, data, profiles)
             self._registrations.put(token, registrations)
+
+    def disabled_everywhere(self, token: str, when: datetime) -> None:
+        """A global revocation was applied, or a handoff's disableDevice (even when the
+        registration after it was refused)."""
+        previous = self._revoked_all.get(token)
+        self._revoked_all.put(token, max(when, previous) if previous else when)
 
 
 def _token(data: DeviceRegistered | PushPermissionRevoked) -> str:

@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from consumer.endpoints import Endpoint
-from consumer.shares import Where, endpoint_shares, partition_lags
+from consumer.shares import FED_BY, Where, endpoint_shares, partition_lags
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,11 @@ class SharedPace:
         client: Paced,
         event_types: Mapping[str, str],
         show: Callable[[Endpoint, float], None],
+        fed_by: Mapping[Endpoint, tuple[str, ...]] = FED_BY,
     ) -> None:
         self._client = client
         self._event_types = event_types
+        self._fed_by = fed_by
         self._show = show
         self._assigned: set[Where] = set()
         self._counts: dict[str, int] = {}
@@ -91,7 +93,9 @@ class SharedPace:
 
     def _shares(self, reading: Reading) -> dict[Endpoint, float]:
         lags, owned = (reading.lags, reading.owned) if reading else (None, None)
-        return endpoint_shares(self._assigned, self._counts, self._event_types, lags, owned)
+        return endpoint_shares(
+            self._assigned, self._counts, self._event_types, lags, owned, fed_by=self._fed_by
+        )
 
 
 class LagReader:

@@ -35,7 +35,7 @@ from consumer.iterable import IterableClient
 from consumer.messages import Delivery, Outcome
 from consumer.messages import TopicPartition as Where
 from consumer.metrics import Metrics
-from consumer.ordering import DeviceGuard, DuplicateWindow, LaneKeys, Lanes
+from consumer.ordering import Decision, DeviceGuard, DuplicateWindow, LaneKeys, Lanes
 from consumer.redact import pii
 from consumer.status import DEAD_LETTER_CIRCUIT, Status
 from consumer.translate import Call, Translator
@@ -222,30 +222,54 @@ class Processor:
         event, data = item.event, item.event.data
         device = data if isinstance(data, DeviceRegistered | PushPermissionRevoked) else None
         profiles, when = profiles_of(self._translator, device), event_time(event, item.delivery)
-        replay: tuple[DeviceRegistered, ...] = ()
+        decision = Decision(stale=False)
         if device is not None:
             await self._memory.restored()  # the guard's memory of these partitions first
             decision = self._guard.decide(device, profiles, when)
             if decision.stale:
                 return Outcome.STALE
-            replay = decision.replay
-        for call in self._translator.calls(event):
+        calls = self._translator.calls(event)
+        if decision.disable_only:  # a handoff's disableDevice alone: its registration is stale
+            calls, profiles = calls[:1], ()
+        for index, call in enumerate(calls):
             try:
                 await self._dispatch(call)
-            except PermanentError as exc:
+            except (PermanentError, TransientError) as exc:  # transient: ITERABLE_MAX_ATTEMPTS
                 user_id = getattr(data, "userId", None)
-                if call.email_change and await self._email_change_applied(call, user_id):
+                if (
+                    isinstance(exc, PermanentError)
+                    and call.email_change
+                    and await self._email_change_applied(call, user_id)
+                ):
                     continue
+                if index and isinstance(device, DeviceRegistered):  # a handoff's disable went out
+                    self._guard.disabled_everywhere(device.device.token, when)
                 await self._give_up(item, exc, attempts=exc.attempts)
                 return Outcome.DEAD_LETTERED
-            except TransientError as exc:  # only with ITERABLE_MAX_ATTEMPTS set
-                await self._give_up(item, exc, attempts=exc.attempts)
-                return Outcome.DEAD_LETTERED
-        await self._replay(replay)
+        await self._replay(decision.replay)
         if device is not None:
             self._guard.applied(device, profiles, when)
+            if decision.handoff:
+                self._handed_off(item.delivery, decision.taken_from, profiles)
         self._duplicates.remember(event, item.delivery.where)
         return Outcome.OK
+
+    def _handed_off(
+        self, delivery: Delivery, taken_from: tuple[str, ...], profiles: tuple[str, ...]
+    ) -> None:
+        """Count a handoff; log one that moved the token from a profile known to hold it."""
+        self._metrics.child(self._metrics.handoffs, "known" if taken_from else "unknown").inc()
+        if taken_from:
+            log.info(
+                "device token handed off to another profile",
+                extra={
+                    "topic": delivery.topic,
+                    "partition": delivery.partition,
+                    "offset": delivery.offset,
+                    "from": sorted({_redacted(p) for p in taken_from}),
+                    "to": _redacted(profiles[0]),
+                },
+            )
 
     async def _dispatch(self, call: Call) -> None:
         """User updates go through the bulk batcher in bulk mode, everything else alone."""
@@ -266,13 +290,13 @@ class Processor:
             self._metrics.in_flight.dec()
 
     async def _replay(self, registrations: tuple[DeviceRegistered, ...]) -> None:
-        """Re-send registrations that are newer than the global revocation just applied."""
+        """Re-send registrations that are newer than the global revocation just applied (no
+        handoff's disableDevice: that revocation disabled every profile already)."""
         for registration in registrations:
-            for call in self._translator.calls(_as_event(registration)):
-                try:
-                    await self._dispatch(call)
-                except PermanentError as exc:
-                    log.warning("re-sending a newer registration failed", extra={"code": exc.code})
+            try:
+                await self._dispatch(self._translator.register(registration))
+            except PermanentError as exc:
+                log.warning("re-sending a newer registration failed", extra={"code": exc.code})
 
     async def _email_change_applied(self, call: Call, user_id: str | None) -> bool:
         """A replayed change is done when the old email is gone and the new one exists.
@@ -472,12 +496,7 @@ async def _finished(item: _Item) -> None:
     await item.finished.wait()
 
 
-def _as_event(registration: DeviceRegistered) -> Event:
-    return Event(
-        id="replay",
-        source="replay",
-        type="device.registered",
-        time=None,
-        subject=None,
-        data=registration,
-    )
+def _redacted(profile: str) -> str:
+    """A guard profile ("email:…", "userId:…") as the kind and the redacted value."""
+    kind, _, value = profile.partition(":")
+    return f"{kind}:{pii(value)}"

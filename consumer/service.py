@@ -35,6 +35,7 @@ from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.pacing import LagReader, SharedPace, post
 from consumer.probes import make_app, serve
 from consumer.processor import Processor, ProcessorSettings
+from consumer.shares import FED_BY, FED_BY_EXCLUSIVE
 from consumer.source import CLIENT_LOG, KafkaSource, Lookback, consumer_config
 from consumer.status import Status
 from consumer.translate import Translator
@@ -85,6 +86,11 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
     client = IterableClient(client_settings(settings), observer=metrics)
     dead_letters = _dead_letter_producer(wiring, status)
     stop = threading.Event()
+    translator = Translator(
+        settings.iterable_project_type,
+        settings.iterable_prefer_user_id,
+        settings.iterable_device_token_ownership,
+    )
 
     source: KafkaSource
     processor = Processor(
@@ -95,10 +101,10 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
             credentials_probe=settings.consumer_credentials_probe_seconds,
             bulk=bulk_limits(settings),
         ),
-        translator=Translator(settings.iterable_project_type, settings.iterable_prefer_user_id),
+        translator=translator,
         client=client,
         dead_letters=dead_letters,
-        guard=DeviceGuard(settings.consumer_device_guard_size),
+        guard=DeviceGuard(settings.consumer_device_guard_size, exclusive=translator.exclusive),
         duplicates=DuplicateWindow(settings.consumer_dedup_window),
         breaker=DeadLetterBreaker(
             settings.dlq_breaker_ratio,
@@ -116,6 +122,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
         client,
         settings.topics,
         lambda endpoint, ceiling: metrics.pace_limit.labels(endpoint=endpoint.value).set(ceiling),
+        FED_BY_EXCLUSIVE if translator.exclusive else FED_BY,
     )
     device_topics = [settings.topic_device_registered, settings.topic_push_revoked]
     source = KafkaSource(
@@ -161,6 +168,7 @@ async def run(wiring: Wiring, registry: CollectorRegistry | None = None) -> int:
             "topics": list(settings.topics),
             "group": settings.kafka_group_id,
             "project_type": settings.iterable_project_type,
+            "device_token_ownership": settings.iterable_device_token_ownership,
             "metrics_port": settings.metrics_port,
         },
     )

@@ -2,7 +2,9 @@
 
 Every identifier the event has goes to `users/update`; device calls get exactly one, chosen
 by the project's precedence; an email change becomes `updateEmail` + update in email-based
-projects and a single update carrying `dataFields.email` elsewhere.
+projects and a single update carrying `dataFields.email` elsewhere. With exclusive device
+token ownership a registration is a handoff: `disableDevice` with the token alone (every
+profile), then `registerDeviceToken` for its profile.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, User
 
 ProjectType = Literal["email", "userId", "hybrid"]
 PROJECT_TYPES: Final = ("email", "userId", "hybrid")
+# shared: a token may stay enabled on several profiles (Iterable allows it); exclusive: the
+# newest registration owns it, as Iterable's mobile SDKs do when the signed-in user changes.
+DeviceOwnership = Literal["shared", "exclusive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +38,23 @@ class Call:
 class Translator:
     project_type: ProjectType = "hybrid"
     prefer_user_id: bool = True
+    device_ownership: DeviceOwnership = "shared"
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether a registration first disables its token on every profile."""
+        return self.device_ownership == "exclusive"
 
     def calls(self, event: Event) -> list[Call]:
         data = event.data
         if isinstance(data, UserChanged):
             return self._user_changed(data)
         if isinstance(data, DeviceRegistered):
-            return [self._register(data)]
+            if self.exclusive:
+                everywhere = {"token": data.device.token}  # no identifier: every profile
+                ids = _ids(data.email, data.userId)
+                return [Call(Endpoint.DISABLE_DEVICE, everywhere, ids), self.register(data)]
+            return [self.register(data)]
         return [self._revoke(data)]
 
     def _user_changed(self, data: UserChanged) -> list[Call]:
@@ -88,7 +103,8 @@ class Translator:
             order = (("userId", user_id), ("email", email))
         return next(((key, value) for key, value in order if value is not None), None)
 
-    def _register(self, data: DeviceRegistered) -> Call:
+    def register(self, data: DeviceRegistered) -> Call:
+        """The `registerDeviceToken` call alone (a handoff's second call)."""
         identifier = self.device_identifier(data.email, data.userId)
         assert identifier is not None  # noqa: S101 - the model requires email or userId
         device: dict[str, Any] = {

@@ -35,6 +35,23 @@ def test_defaults_follow_the_spec() -> None:
     )
 
 
+def test_device_tokens_are_shared_unless_ownership_is_exclusive() -> None:
+    assert load(BASE).iterable_device_token_ownership == "shared"
+    exclusive = load({**BASE, "ITERABLE_DEVICE_TOKEN_OWNERSHIP": "exclusive"})
+    assert exclusive.iterable_device_token_ownership == "exclusive"
+
+
+def test_a_bad_token_ownership_stops_the_start_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run"], environ={**BASE, "ITERABLE_DEVICE_TOKEN_OWNERSHIP": "owner"}) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "iterable-consumer: configuration error: ITERABLE_DEVICE_TOKEN_OWNERSHIP: "
+    )
+    assert "'shared' or 'exclusive'" in line
+
+
 def test_bulk_mode_takes_its_batch_bounds() -> None:
     settings = load({**BASE, "ITERABLE_USER_UPDATE_MODE": "bulk", "ITERABLE_BULK_MAX_USERS": "500"})
     assert bulk_limits(settings) == BulkLimits(max_users=500, linger=0.2)
@@ -52,6 +69,7 @@ def test_bulk_mode_takes_its_batch_bounds() -> None:
         ({**BASE, "ITERABLE_BASE_URL": "api.iterable.com"}, "ITERABLE_BASE_URL"),
         ({**BASE, "LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({**BASE, "ITERABLE_USER_UPDATE_MODE": "batch"}, "ITERABLE_USER_UPDATE_MODE"),
+        ({**BASE, "ITERABLE_DEVICE_TOKEN_OWNERSHIP": "owner"}, "ITERABLE_DEVICE_TOKEN_OWNERSHIP"),
         ({**BASE, "ITERABLE_BULK_LINGER_SECONDS": "0"}, "ITERABLE_BULK_LINGER_SECONDS"),
         ({**BASE, "DLQ_BREAKER_RATIO": "2"}, "DLQ_BREAKER_RATIO"),
     ],

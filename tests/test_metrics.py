@@ -23,3 +23,5 @@ def test_known_label_sets_are_exported_at_zero_before_anything_happens() -> None
     assert value("iterable_consumer_iterable_requests_total", labels) == 0
     labels = {"endpoint": "users/update", "reason": "429"}
     assert value("iterable_consumer_iterable_retries_total", labels) == 0
+    labels = {"previous_owner": "known"}
+    assert value("iterable_consumer_device_handoffs_total", labels) == 0

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, parse
-from consumer.ordering import DeviceGuard, DuplicateWindow, LaneKeys, Lanes, Lru
+from consumer.ordering import Decision, DeviceGuard, DuplicateWindow, LaneKeys, Lanes, Lru
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EARLY, LATE = T0, T0 + timedelta(seconds=1)
@@ -223,3 +223,109 @@ def test_a_newer_registration_after_a_scoped_revocation_is_re_sent() -> None:
     guard.applied(_revoke(userId="42"), ("userId:42",), _at(3))
     guard.applied(latest, PROFILE, _at(4))
     assert guard.decide(_revoke(), (), _at(1)).replay == (latest,)
+
+
+# -- exclusive ownership: a registration is a handoff (a global revocation at its time) -----
+
+A, B = ("userId:a",), ("userId:b",)
+
+
+def _exclusive() -> DeviceGuard:
+    return DeviceGuard(100, exclusive=True)
+
+
+def test_a_handoff_makes_an_older_registration_of_another_profile_stale() -> None:
+    guard = _exclusive()
+    guard.applied(_register(user_id="b"), B, _at(2))
+    assert guard.decide(_register(user_id="a"), A, _at(1)).stale
+    assert not DeviceGuard(100).decide(_register(user_id="a"), A, _at(1)).stale  # shared
+
+
+def test_a_handoff_names_the_profile_it_takes_the_token_from() -> None:
+    guard = _exclusive()
+    assert guard.decide(_register(user_id="a"), A, _at(1)) == Decision(stale=False, handoff=True)
+    guard.applied(_register(user_id="a"), A, _at(1))
+    to_b = guard.decide(_register(user_id="b"), B, _at(2))
+    assert (to_b.handoff, to_b.taken_from) == (True, A)
+    guard.applied(_register(user_id="b"), B, _at(2))
+    # Back to a: only b holds it now (a lost it to b's handoff).
+    assert guard.decide(_register(user_id="a"), A, _at(3)).taken_from == B
+
+
+def test_a_token_revoked_since_its_last_registration_is_taken_from_nobody() -> None:
+    guard = _exclusive()
+    guard.applied(_register(user_id="a"), A, _at(1))
+    guard.applied(_revoke(userId="a"), A, _at(2))
+    assert guard.decide(_register(user_id="b"), B, _at(3)).taken_from == ()
+
+
+def test_a_later_scoped_or_global_revocation_still_wins_over_a_handoff() -> None:
+    guard = _exclusive()
+    guard.applied(_register(user_id="b"), B, _at(2))
+    assert not guard.decide(_revoke(userId="b"), B, _at(3)).stale
+    assert guard.decide(_revoke(), (), _at(3)) == Decision(stale=False)
+    assert guard.decide(_revoke(userId="b"), B, _at(1)).stale  # older than b's registration
+
+
+def test_a_global_revocation_older_than_a_handoff_is_stale_and_re_sends_nothing() -> None:
+    # The handoff disabled every profile after it; sending it would disable b for good.
+    guard = _exclusive()
+    guard.applied(_register(user_id="a"), A, _at(1))
+    guard.applied(_register(user_id="b"), B, _at(3))
+    assert guard.decide(_revoke(), (), _at(2)) == Decision(stale=True)
+
+
+def test_a_handoff_older_than_a_newer_event_of_its_profile_still_disables_the_others() -> None:
+    guard = _exclusive()
+    guard.applied(_register(user_id="b"), B, _at(1))
+    guard.applied(_revoke(userId="a"), A, _at(3))
+    decision = guard.decide(_register(user_id="a"), A, _at(2))
+    assert (decision.stale, decision.disable_only, decision.handoff) == (False, True, False)
+    guard.applied(_revoke(), (), _at(2))  # what the processor records for it
+    assert guard.decide(_register(user_id="b"), B, _at(1)).stale
+
+
+def test_a_handoff_whose_registration_was_refused_still_disabled_every_profile() -> None:
+    guard = _exclusive()
+    guard.disabled_everywhere("t", _at(2))
+    assert guard.decide(_register(user_id="a"), A, _at(1)).stale
+
+
+def test_only_the_newest_registration_is_re_sent_even_when_the_handoffs_are_forgotten() -> None:
+    guard = DeviceGuard(2, exclusive=True)
+    newest = _register(user_id="b")
+    guard.applied(_register(user_id="a"), A, _at(2))
+    guard.applied(newest, B, _at(3))
+    for other in ("x", "y"):  # two other tokens push t out of the global revocations
+        guard.disabled_everywhere(other, _at(4))
+    assert guard.decide(_revoke(), (), _at(1)).replay == (newest,)
+    shared = DeviceGuard(2)
+    shared.applied(_register(user_id="a"), A, _at(2))
+    shared.applied(newest, B, _at(3))
+    assert len(shared.decide(_revoke(), (), _at(1)).replay) == 2
+
+
+def test_a_restored_history_gives_the_same_decisions_as_the_live_one() -> None:
+    # Live: a's registration arrives last and is stale. The look-back restores every
+    # finished message, stale ones included, in event-time order.
+    arrivals = [
+        (_register(user_id="b"), B, _at(3)),
+        (_revoke(userId="b"), B, _at(5)),
+        (_register(user_id="a"), A, _at(1)),
+    ]
+    live, restored = _exclusive(), _exclusive()
+    for data, profiles, when in arrivals:
+        if not live.decide(data, profiles, when).stale:
+            live.applied(data, profiles, when)
+    for data, profiles, when in sorted(arrivals, key=lambda arrival: arrival[2]):
+        restored.applied(data, profiles, when)
+    probes = [
+        (_register(user_id="a"), A, _at(2)),
+        (_register(user_id="a"), A, _at(4)),
+        (_revoke(), (), _at(2)),
+        (_revoke(), (), _at(4)),
+        (_revoke(userId="b"), B, _at(4)),
+        (_register(user_id="c"), ("userId:c",), _at(6)),
+    ]
+    for data, profiles, when in probes:
+        assert live.decide(data, profiles, when) == restored.decide(data, profiles, when)

@@ -1,6 +1,7 @@
 """A model of the ordering core: random event streams through the real processor (lanes,
 device guard, duplicate window, translator, client) against the emulator's store, compared
-with the oracle that applies every event once, in event-time order.
+with the oracle that applies every event once, in event-time order (with exclusive device
+token ownership, under the rule that the newest registration owns the token).
 
 Each call waits a random number of loop turns before and after Iterable applies it, so
 completions interleave at random; a restart (after a drain, like a rebalance, or without,
@@ -41,7 +42,7 @@ from consumer.offsets import PartitionOffsets
 from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.processor import Processor, ProcessorSettings
 from consumer.status import Status
-from consumer.translate import Translator
+from consumer.translate import DeviceOwnership, Translator
 
 USERS, TOKENS = 2, 2
 TOPICS = {t: t for t in ("user.changed", "device.registered", "push.permission.revoked")}
@@ -255,7 +256,9 @@ class Incarnation:
     finished: list[Delivery] = field(default_factory=list)
 
 
-def start(transport: httpx.MockTransport, bulk: bool) -> Incarnation:
+def start(
+    transport: httpx.MockTransport, bulk: bool, ownership: DeviceOwnership = "shared"
+) -> Incarnation:
     offsets = {topic: PartitionOffsets() for topic in TOPICS}
     # Pacing is timing, not order: unpaced, the model runs thousands of calls in seconds.
     unpaced = dict.fromkeys(Endpoint, 1000000000.0)
@@ -273,10 +276,10 @@ def start(transport: httpx.MockTransport, bulk: bool) -> Incarnation:
     processor = Processor(
         # No linger: waiting real time for a batch to fill adds nothing to the model.
         ProcessorSettings(topics=TOPICS, bulk=BulkLimits(linger=0.0) if bulk else None),
-        translator=Translator("hybrid"),
+        translator=Translator("hybrid", device_ownership=ownership),
         client=client,
         dead_letters=_Letters(),
-        guard=DeviceGuard(1000),
+        guard=DeviceGuard(1000, exclusive=ownership == "exclusive"),
         duplicates=DuplicateWindow(1000),
         breaker=DeadLetterBreaker(0.9, 60, 1000, 60),
         metrics=Metrics(CollectorRegistry()),
@@ -293,7 +296,9 @@ async def _kill() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run(stream: Stream, *, bulk: bool, seed: int) -> list[dict[str, Any]]:
+async def run(
+    stream: Stream, *, bulk: bool, seed: int, ownership: DeviceOwnership = "shared"
+) -> list[dict[str, Any]]:
     """Deliver the stream to the processor; the profiles Iterable ends with."""
     rng = random.Random(seed)
     project = Project("hybrid")
@@ -302,7 +307,7 @@ async def run(stream: Stream, *, bulk: bool, seed: int) -> list[dict[str, Any]]:
         project.update(data, 0.0)
     transport = iterable(project, lambda body: rng.randrange(4))
     sent: list[Delivery] = []  # every message in its partitions, in arrival order
-    now = start(transport, bulk)
+    now = start(transport, bulk, ownership)
 
     def deliver(delivery: Delivery) -> None:
         now.offsets[delivery.topic].add(delivery.offset, 0.0)
@@ -314,7 +319,7 @@ async def run(stream: Stream, *, bulk: bool, seed: int) -> list[dict[str, Any]]:
                 await now.processor.drain({((topic, 0), 1) for topic in TOPICS}, timeout=1.0)
             await _kill()
             committed = {t: o.committable or 0 for t, o in now.offsets.items()}
-            now = start(transport, bulk)
+            now = start(transport, bulk, ownership)
             history = [
                 d for d in sent if d.topic in DEVICE_TOPICS and d.offset < committed[d.topic]
             ]
@@ -340,9 +345,12 @@ async def run(stream: Stream, *, bulk: bool, seed: int) -> list[dict[str, Any]]:
     return normalise([user.as_json() for user in project.users])
 
 
-def _check(program: list[tuple[Any, ...]], *, bulk: bool, seed: int) -> None:
+def _check(
+    program: list[tuple[Any, ...]], *, bulk: bool, seed: int, ownership: DeviceOwnership = "shared"
+) -> None:
     stream = build(program)
-    assert asyncio.run(run(stream, bulk=bulk, seed=seed)) == expected_state(stream.events, "hybrid")
+    found = asyncio.run(run(stream, bulk=bulk, seed=seed, ownership=ownership))
+    assert found == expected_state(stream.events, "hybrid", ownership)
 
 
 # Derandomized in CI: the same 200 streams every run, which find the known bugs in seconds.
@@ -353,6 +361,7 @@ MODEL = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 BULK = pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
+OWNERSHIP = pytest.mark.parametrize("ownership", ["shared", "exclusive"])
 
 
 @BULK
@@ -368,7 +377,9 @@ def test_user_events_end_as_if_applied_in_event_time_order(
     _check(program, bulk=bulk, seed=seed)
 
 
-# Device calls never go through bulk requests; one token makes its events meet more often.
+# Device calls never go through bulk requests; one token makes its events meet more often
+# (and, with two users, move between them).
+@OWNERSHIP
 @settings(MODEL, max_examples=600)
 @given(program=programs(users=False, tokens=1, min_size=3), seed=st.integers(0, 2**32 - 1))
 # Found by this test on the old guard (issue 11 item 6), kept so they always run: a late
@@ -379,16 +390,33 @@ def test_user_events_end_as_if_applied_in_event_time_order(
 @example(
     program=[("revoke", 0, None, 3), ("register", 0, 0, False, 0), ("revoke", 0, None, 0)], seed=0
 )
+# Handoffs: A then B, with the older registration or an older global revocation arriving last;
+# and (found by this test) a handoff to A arriving after A's newer revocation, which must
+# still take the token from B.
+@example(program=[("register", 0, 0, False, 2), ("register", 0, 1, False, 0)], seed=0)
+@example(
+    program=[("register", 0, 1, False, 0), ("register", 0, 0, False, 1), ("revoke", 0, 0, 0)],
+    seed=0,
+)
+@example(
+    program=[("revoke", 0, None, 3), ("register", 0, 0, False, 0), ("register", 0, 1, False, 0)],
+    seed=0,
+)
 def test_device_events_end_as_if_applied_in_event_time_order(
-    program: list[tuple[Any, ...]], seed: int
+    ownership: DeviceOwnership, program: list[tuple[Any, ...]], seed: int
 ) -> None:
-    _check(program, bulk=False, seed=seed)
+    _check(program, bulk=False, seed=seed, ownership=ownership)
 
 
-@BULK
+# Bulk requests carry user updates only: exclusive ownership needs no bulk run of its own.
+@pytest.mark.parametrize(
+    ("bulk", "ownership"),
+    [(False, "shared"), (True, "shared"), (False, "exclusive")],
+    ids=["single", "bulk", "single-exclusive"],
+)
 @MODEL
 @given(program=programs(), seed=st.integers(0, 2**32 - 1))
 def test_mixed_events_end_as_if_applied_in_event_time_order(
-    bulk: bool, program: list[tuple[Any, ...]], seed: int
+    bulk: bool, ownership: DeviceOwnership, program: list[tuple[Any, ...]], seed: int
 ) -> None:
-    _check(program, bulk=bulk, seed=seed)
+    _check(program, bulk=bulk, seed=seed, ownership=ownership)

@@ -22,8 +22,9 @@ from consumer.messages import Delivery, Outcome
 from consumer.metrics import Metrics
 from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.processor import Processor, ProcessorSettings
+from consumer.redact import pii
 from consumer.status import CREDENTIALS, DEAD_LETTER_CIRCUIT, Status
-from consumer.translate import ProjectType, Translator
+from consumer.translate import DeviceOwnership, ProjectType, Translator
 
 pytestmark = pytest.mark.anyio
 
@@ -88,8 +89,10 @@ class Built:
         project: ProjectType = "hybrid",
         credentials_probe: float = 30.0,
         guard: DeviceGuard | None = None,
+        ownership: DeviceOwnership = "shared",
     ) -> None:
         self.finished: list[tuple[int, Outcome]] = []
+        self.metrics = Metrics(CollectorRegistry())
         self.status = Status()
         self.sink = Sink(self.status)
         client = IterableClient(
@@ -101,13 +104,13 @@ class Built:
         )
         self.processor = Processor(
             ProcessorSettings(topics=TOPICS, credentials_probe=credentials_probe),
-            translator=Translator(project),
+            translator=Translator(project, device_ownership=ownership),
             client=client,
             dead_letters=self.sink,
-            guard=guard or DeviceGuard(100_000),
+            guard=guard or DeviceGuard(100_000, exclusive=ownership == "exclusive"),
             duplicates=DuplicateWindow(100_000),
             breaker=breaker or DeadLetterBreaker(0.5, 60, 20, 60),  # the defaults
-            metrics=Metrics(CollectorRegistry()),
+            metrics=self.metrics,
             status=self.status,
             complete=lambda delivery, outcome: self.finished.append((delivery.offset, outcome)),
             clock=clock,
@@ -329,6 +332,10 @@ def _emulated(project: Project) -> Handler:
             body = json.loads(request.content)
             if path == "users/updateEmail":
                 project.update_email(body, 0.0)
+            elif path == "users/registerDeviceToken":
+                project.register_device(body, 0.0)
+            elif path == "users/disableDevice":
+                project.disable_device(body, 0.0)
             else:
                 project.update(body, 0.0)
         except ApiError as exc:
@@ -434,3 +441,62 @@ async def test_restoring_a_large_history_yields_to_the_loop_and_comes_before_dev
     assert built.finished == [(1, Outcome.STALE)]
     assert seen[-1] - seen[0] >= 30_000 // 1000  # the loop ran between slices of the restore
     assert stall < 0.2, f"the loop stalled {stall:.3f} s"
+
+
+# -- exclusive device token ownership ----------------------------------------------------------
+
+
+def _registration(offset: int, user_id: str, seconds: int, app: str = "App") -> Delivery:
+    device = {"token": "t", "platform": "GCM", "applicationName": app}
+    when = T0 + timedelta(seconds=seconds)
+    data = {"userId": user_id, "device": device}
+    return _delivery(offset, data, event_type="device.registered", when=when)
+
+
+def _enabled(project: Project) -> dict[str | None, bool]:
+    return {u.user_id: u.devices[0]["endpointEnabled"] for u in project.users if u.devices}
+
+
+def _handoffs(built: Built, previous_owner: str) -> float | None:
+    name = "iterable_consumer_device_handoffs_total"
+    return built.metrics.registry.get_sample_value(name, {"previous_owner": previous_owner})
+
+
+async def test_exclusive_ownership_hands_the_token_over_and_counts_and_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    project = Project("hybrid")
+    built = Built(_emulated(project), ownership="exclusive")
+    caplog.set_level("INFO", logger="consumer.processor")
+    built.processor.submit([_registration(0, "a", 1), _registration(1, "b", 2)])
+    await _condition(lambda: len(built.finished) == 2, "both registrations")
+    assert _enabled(project) == {"a": False, "b": True}
+    assert (_handoffs(built, "unknown"), _handoffs(built, "known")) == (1, 1)
+    [handed] = [r for r in caplog.records if r.getMessage().startswith("device token handed")]
+    assert (vars(handed)["from"], vars(handed)["to"]) == (
+        [f"userId:{pii('a')}"],
+        f"userId:{pii('b')}",
+    )
+
+
+async def test_shared_ownership_leaves_the_token_on_both_profiles_and_counts_no_handoff() -> None:
+    project = Project("hybrid")
+    built = Built(_emulated(project))
+    built.metrics.start_at_zero(TOPICS)
+    built.processor.submit([_registration(0, "a", 1), _registration(1, "b", 2)])
+    await _condition(lambda: len(built.finished) == 2, "both registrations")
+    assert _enabled(project) == {"a": True, "b": True}
+    assert (_handoffs(built, "unknown"), _handoffs(built, "known")) == (0, 0)
+
+
+async def test_a_handoff_refused_after_its_disable_leaves_the_token_disabled_everywhere() -> None:
+    # b's app has no push integration: Iterable refuses the registration, after the
+    # disableDevice went out; an older registration of c arriving later stays stale.
+    project = Project("hybrid", push_integrations={("App", "GCM")})
+    built = Built(_emulated(project), ownership="exclusive")
+    built.processor.submit([_registration(0, "a", 1), _registration(1, "b", 3, app="Other")])
+    await _condition(lambda: len(built.finished) == 2, "both registrations")
+    built.processor.submit([_registration(2, "c", 2)])
+    await _condition(lambda: len(built.finished) == 3, "the late registration")
+    assert built.finished == [(0, Outcome.OK), (1, Outcome.DEAD_LETTERED), (2, Outcome.STALE)]
+    assert _enabled(project) == {"a": False}

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.endpoints import Endpoint
-from consumer.shares import endpoint_shares, partition_lags
+from consumer.shares import FED_BY_EXCLUSIVE, endpoint_shares, partition_lags
 
 TYPES = {
     "users": "user.changed",
@@ -21,6 +21,20 @@ def test_a_pod_owning_a_third_of_each_topic_paces_at_a_third() -> None:
     shares = endpoint_shares(assigned | {("revoked", 0), ("revoked", 1)}, COUNTS, TYPES)
     assert shares[Endpoint.UPDATE] == shares[Endpoint.BULK_UPDATE] == 4 / 12
     assert shares[Endpoint.REGISTER_DEVICE] == shares[Endpoint.DISABLE_DEVICE] == 2 / 6
+
+
+def test_with_exclusive_ownership_disable_device_counts_both_device_topics() -> None:
+    # Registrations call disableDevice too: the pod's share weighs both topics' partitions.
+    assigned = {("registered", 0), ("registered", 1), ("revoked", 0)}
+    lags = {("registered", 0): 9, ("revoked", 1): 9}
+    shared = endpoint_shares(assigned, COUNTS, TYPES, lags)
+    exclusive = endpoint_shares(assigned, COUNTS, TYPES, lags, fed_by=FED_BY_EXCLUSIVE)
+    # Each topic weighs 6 + 9: one partition carries a lag of 9.
+    assert shared[Endpoint.REGISTER_DEVICE] == exclusive[Endpoint.REGISTER_DEVICE] == 11 / 15
+    assert shared[Endpoint.DISABLE_DEVICE] == 1 / 15
+    assert exclusive[Endpoint.DISABLE_DEVICE] == (11 + 1) / 30
+    unknown = endpoint_shares(assigned, {"registered": 6}, TYPES, fed_by=FED_BY_EXCLUSIVE)
+    assert unknown[Endpoint.DISABLE_DEVICE] == 1.0  # a feeding topic's size unknown
 
 
 def test_endpoints_of_a_topic_the_pod_does_not_own_get_no_share() -> None:
@@ -45,6 +59,8 @@ def test_the_pods_of_a_group_never_share_more_than_the_whole_limit(
             split[owner % pods].add((topic, partition))
     for endpoint in Endpoint:
         assert sum(endpoint_shares(s, counts, TYPES)[endpoint] for s in split) <= 1.0 + 1e-9
+        exclusive = (endpoint_shares(s, counts, TYPES, fed_by=FED_BY_EXCLUSIVE) for s in split)
+        assert sum(shares[endpoint] for shares in exclusive) <= 1.0 + 1e-9
 
 
 def test_lags_count_from_the_committed_offset_or_else_the_start_of_the_log() -> None:

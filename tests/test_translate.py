@@ -231,3 +231,17 @@ def test_an_email_change_call_knows_both_addresses() -> None:
 def test_identifiers_travel_with_each_call_for_redaction() -> None:
     event = _event("device.registered", {**BOTH, "device": DEVICE})
     assert Translator("hybrid").calls(event)[0].identifiers == ("a@example.com", "42")
+
+
+@pytest.mark.parametrize("project", ["email", "userId", "hybrid"])
+def test_an_exclusive_registration_disables_the_token_everywhere_then_registers(
+    project: str,
+) -> None:
+    translator = Translator(project, device_ownership="exclusive")  # type: ignore[arg-type]
+    registered = _event("device.registered", {**BOTH, "device": DEVICE})
+    disable, register = translator.calls(registered)
+    assert (disable.endpoint, disable.payload) == (Endpoint.DISABLE_DEVICE, {"token": "t"})
+    assert register == Translator(project).calls(registered)[0]  # type: ignore[arg-type]
+    # Revocations and user updates are the same in both modes.
+    revoked = _event("push.permission.revoked", {"token": "t", "userId": "42"})
+    assert translator.calls(revoked) == Translator(project).calls(revoked)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from consumer.dev.emulator.store import ApiError, Project
 from consumer.dev.topics import KafkaTools, Record
 from consumer.errors import InvalidEvent
 from consumer.events import parse
-from consumer.translate import Translator
+from consumer.translate import DeviceOwnership, Translator
 
 TYPES = ("user.changed", "device.registered", "push.permission.revoked")
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -78,6 +78,8 @@ class StreamBuilder:
     tokens: dict[int, list[str]] = field(default_factory=dict)
     tokens_per_user: int = 3
     realtime: bool = False  # event times from the wall clock (open-loop benchmarks)
+    # The share of registrations that take another user's token (a phone changing hands).
+    handoffs: float = 0.0
 
     def next_time(self) -> datetime:
         step = timedelta(milliseconds=10)
@@ -110,6 +112,8 @@ class StreamBuilder:
                 out.append(self.make("user.changed", ids["userId"], data))
             elif draw < 0.9:
                 token = f"tok-{user}-{rng.randrange(self.tokens_per_user)}"
+                if self.handoffs and rng.random() < self.handoffs:
+                    token = f"tok-{rng.randrange(self.users)}-{rng.randrange(self.tokens_per_user)}"
                 self.tokens.setdefault(user, []).append(token)
                 device = {
                     "token": token,
@@ -132,10 +136,13 @@ def produce(kafka: KafkaTools, topics: Topics, events: list[Produced]) -> None:
             kafka.produce(topics.names[event_type], records)
 
 
-def expected_state(events: list[Produced], project_type: str) -> list[dict[str, Any]]:
-    """Iterable's state after applying the valid events in stream order (the oracle)."""
+def expected_state(
+    events: list[Produced], project_type: str, ownership: DeviceOwnership = "shared"
+) -> list[dict[str, Any]]:
+    """Iterable's state after applying the valid events in stream order (the oracle); with
+    exclusive `ownership` the newest registration owns its token (a handoff's calls)."""
     project = Project(project_type)  # type: ignore[arg-type]
-    translator = Translator(project_type)  # type: ignore[arg-type]
+    translator = Translator(project_type, device_ownership=ownership)  # type: ignore[arg-type]
     handlers: dict[str, Callable[[dict[str, Any], float], object]] = {
         "users/update": project.update,
         "users/registerDeviceToken": project.register_device,
