@@ -66,6 +66,7 @@ def test_rendered_manifests_match_kubernetes_and_crd_schemas(values: Path) -> No
     [
         (["--set", "unknownKey=1"], "additional properties"),
         (["--set", "iterable.projectType=emailish"], "/iterable/projectType"),
+        (["--set", "iterable.deviceTokenOwnership=owner"], "/iterable/deviceTokenOwnership"),
         (["--set", "autoscaling.mode=both"], "/autoscaling/mode"),
         (["--set", "consumer.maxInFlight=0"], "maxInFlight"),
         (["--set", "podMonitor.interval=30"], "interval"),
@@ -143,6 +144,7 @@ def test_every_setting_reaches_the_environment_and_the_key_comes_from_a_secret()
     )
     assert env["KAFKA_CONFIG_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
     assert env["ITERABLE_REGION"]["value"] == "eu"
+    assert env["ITERABLE_DEVICE_TOKEN_OWNERSHIP"]["value"] == "exclusive"
     readme = (ROOT / "README.md").read_text()
     for name in env:
         if not name.startswith("KAFKA_CONFIG_"):

@@ -115,6 +115,8 @@ api-key
   value: {{ .Values.iterable.projectType | quote }}
 - name: ITERABLE_PREFER_USER_ID
   value: {{ .Values.iterable.preferUserId | quote }}
+- name: ITERABLE_DEVICE_TOKEN_OWNERSHIP
+  value: {{ .Values.iterable.deviceTokenOwnership | quote }}
 - name: ITERABLE_USER_UPDATE_MODE
   value: {{ .Values.iterable.userUpdateMode | quote }}
 - name: ITERABLE_BULK_MAX_USERS
