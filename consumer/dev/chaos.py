@@ -5,7 +5,8 @@
 
 Each scenario checks the emulator's final state against the oracle and the call log for
 per-user order, and prints: events produced, applied, calls sent more than once,
-dead-lettered, lost (must be 0) and order violations (must be 0).
+dead-lettered, lost (must be 0) and order violations (must be 0). The churn scenario runs
+again with exclusive device token ownership, on a stream whose tokens change hands.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from consumer.dev.scenario import (
 )
 from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools, Record
+from consumer.translate import DeviceOwnership
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,14 @@ class Row:
 class Stream(threading.Thread):
     """Produces a fixed-seed stream at `rate` events/s until stopped; keeps what it sent."""
 
-    def __init__(self, kafka: KafkaTools, topics: Topics, rate: int, poison: float = 0.0) -> None:
+    def __init__(
+        self,
+        kafka: KafkaTools,
+        topics: Topics,
+        rate: int,
+        poison: float = 0.0,
+        handoffs: float = 0.0,
+    ) -> None:
         super().__init__(daemon=True)
         self._producer = Producer(
             {
@@ -83,7 +92,7 @@ class Stream(threading.Thread):
         self._topics, self._rate, self._poison = topics, rate, poison
         self._halt = threading.Event()
         self._rng = random.Random(11)
-        self.builder = StreamBuilder(users=40)
+        self.builder = StreamBuilder(users=40, handoffs=handoffs)
         self.sent: list[Produced] = []
 
     def run(self) -> None:
@@ -127,7 +136,13 @@ def _topics(kafka: KafkaTools, replication: int) -> Topics:
 
 
 def _ledger(
-    name: str, sent: list[Produced], emulator: EmulatorProcess, kafka: KafkaTools, topics: Topics
+    name: str,
+    sent: list[Produced],
+    emulator: EmulatorProcess,
+    kafka: KafkaTools,
+    topics: Topics,
+    *,
+    ownership: DeviceOwnership = "shared",
 ) -> Row:
     row = Row(name, produced=len(sent))
     valid = [e for e in sent if not (e.record.value or b"").startswith(b"{poison")]
@@ -151,7 +166,9 @@ def _ledger(
     row.sent_more_than_once = sum(1 for n in wanted if sent_n[n] > 1)
     row.dead_lettered = sum(len(kafka.read_all(topics.names[t] + ".dlq")) for t in TYPES)
     row.lost = len(wanted - applied_n)
-    if normalise(emulator.state()["users"]) != expected_state(valid, emulator.project_type):
+    if normalise(emulator.state()["users"]) != expected_state(
+        valid, emulator.project_type, ownership
+    ):
         row.lost = max(row.lost, 1)
         row.notes.append("final state differs from the oracle")
     row.order_violations = sum(
@@ -172,11 +189,15 @@ def _run(
     extra_env: dict[str, str] | None = None,
     during: Callable[[float, list[ConsumerProcess], Callable[[], ConsumerProcess]], None]
     | None = None,
+    ownership: DeviceOwnership = "shared",
 ) -> Row:
     emulator.reset()
     topics = _topics(kafka, replication)
     group = kafka.unique_name("chaos-group")
-    env = consumer_env(kafka, emulator, group, topics.env(), LOG_LEVEL="info", **(extra_env or {}))
+    extra = dict(extra_env or {})
+    if ownership != "shared":  # the default stays unset, as in a plain deployment
+        extra["ITERABLE_DEVICE_TOKEN_OWNERSHIP"] = ownership
+    env = consumer_env(kafka, emulator, group, topics.env(), LOG_LEVEL="info", **extra)
     with _consumers() as running:
 
         def start() -> ConsumerProcess:
@@ -186,7 +207,9 @@ def _run(
 
         for _ in range(consumers):
             start()
-        stream = Stream(kafka, topics, profile.rate, poison)
+        # With exclusive ownership a fifth of the registrations take another user's token.
+        handoffs = 0.2 if ownership == "exclusive" else 0.0
+        stream = Stream(kafka, topics, profile.rate, poison, handoffs)
         began = time.monotonic()
         stream.start()
         while (elapsed := time.monotonic() - began) < profile.seconds:
@@ -197,7 +220,23 @@ def _run(
         if not any(p.process is not None and p.process.poll() is None for p in running):
             start()
         wait_for(lambda: all_committed(kafka, group, topics), 240, f"{name}: offsets at the end")
-        return _ledger(name, sent, emulator, kafka, topics)
+        row = _ledger(name, sent, emulator, kafka, topics, ownership=ownership)
+        if ownership == "exclusive":
+            row.notes.append(f"{_moves(sent)} registrations took a token from another user")
+        return row
+
+
+def _moves(sent: list[Produced]) -> int:
+    """Registrations in the stream of a token last registered by another user."""
+    owners: dict[str, str] = {}
+    moves = 0
+    for event in sent:
+        if event.event_type == "device.registered":
+            data = json.loads(event.record.value or b"{}")["data"]
+            token, user = data["device"]["token"], data["userId"]
+            moves += owners.get(token, user) != user
+            owners[token] = user
+    return moves
 
 
 def broker_failure(profile: Profile, emulator: EmulatorProcess, _: KafkaTools) -> Row:
@@ -218,7 +257,12 @@ def broker_failure(profile: Profile, emulator: EmulatorProcess, _: KafkaTools) -
         )
 
 
-def consumer_churn(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
+def consumer_churn(
+    profile: Profile,
+    emulator: EmulatorProcess,
+    kafka: KafkaTools,
+    ownership: DeviceOwnership = "shared",
+) -> Row:
     rng = random.Random(5)
     state = {"next": profile.churn_every}
 
@@ -236,14 +280,29 @@ def consumer_churn(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTool
             victim.process.terminate()  # type: ignore[union-attr]
         start()
 
+    exclusive = ", exclusive token ownership" if ownership == "exclusive" else ""
     return _run(
-        "consumer churn (3 members)",
+        f"consumer churn (3 members{exclusive})",
         kafka,
         emulator,
         profile,
         consumers=3,
         during=churn,
+        ownership=ownership,
     )
+
+
+def consumer_churn_exclusive(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
+    """Churn again with exclusive token ownership and tokens changing hands: half as long,
+    churning twice as often, so it costs CI little and still replaces three members."""
+    half = Profile(
+        profile.seconds / 2,
+        profile.rate,
+        profile.churn_every / 2,
+        profile.outage,
+        profile.long_outage,
+    )
+    return consumer_churn(half, emulator, kafka, ownership="exclusive")
 
 
 def iterable_faults(profile: Profile, emulator: EmulatorProcess, kafka: KafkaTools) -> Row:
@@ -394,6 +453,7 @@ def _breaker_ledger(
 SCENARIOS: dict[str, Scenario] = {
     "broker": broker_failure,
     "churn": consumer_churn,
+    "churn-exclusive": consumer_churn_exclusive,
     "iterable": iterable_faults,
     "outage": long_outage,
     "poison": poison_flood,

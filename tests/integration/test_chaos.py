@@ -19,6 +19,7 @@ def test_the_short_chaos_profile_loses_nothing_and_keeps_order() -> None:
     assert {row["scenario"] for row in rows} == {
         "broker kill -9 (1 of 3)",
         "consumer churn (3 members)",
+        "consumer churn (3 members, exclusive token ownership)",
         "Iterable 5xx, hangs, 429s, outage",
         "Iterable down, events arriving",
         "30% poison, breaker above it",
