@@ -78,6 +78,9 @@ class Scenario:
     user_changed_only: bool = False
     offered_rate: float | None = None  # open loop: events/s produced while the consumer runs
     baseline_events: int = 500
+    users: int = USERS
+    zipf: float = 0.0  # users drawn from a Zipf distribution with this exponent; 0 is uniform
+    merge_nested: bool | None = None  # every update's mergeNestedObjects; None: a coin toss
     target: str = ""
     met: Callable[[dict[str, Any]], bool] = lambda result: True
 
@@ -136,6 +139,32 @@ SCENARIOS = [
         met=lambda r: r["user_updates_per_second"] >= 4000,
     ),
     Scenario(
+        "catch-up",
+        "a 200,000-update backlog over 50,000 Zipf-distributed users (s = 1.1), limits on,"
+        " mergeNestedObjects false",
+        200_000,
+        baseline_events=3_000,
+        user_changed_only=True,
+        users=50_000,
+        zipf=1.1,
+        merge_nested=False,
+        target=">= 3x faster than the floor for uncoalesced requests (events / 500/s)",
+        met=lambda r: r["x_floor"] >= 3,
+    ),
+    Scenario(
+        "catch-up-bulk",
+        "the catch-up backlog in bulk mode at its defaults, bulkUpdate limited to 5 requests/s",
+        200_000,
+        env=BULK,
+        baseline_events=3_000,
+        user_changed_only=True,
+        users=50_000,
+        zipf=1.1,
+        merge_nested=False,
+        target=">= 2x faster than catch-up in single mode",
+        met=lambda r: r.get("x_single", 0) >= 2,
+    ),
+    Scenario(
         "cpu-single",
         "zero latency, no limits, single mode",
         20_000,
@@ -153,6 +182,18 @@ SCENARIOS = [
         user_changed_only=True,
         target="<= 50 us CPU per event",
         met=lambda r: r["cpu_us_per_event"] <= 50,
+    ),
+    *(
+        Scenario(
+            f"volume-{label}",
+            f"{events:,} events, zero latency, no limits, single mode",
+            events,
+            NO_LIMITS,
+            UNPACED,
+            target="CPU per event flat across volumes (<= 200 us); peak RSS <= 150 MB",
+            met=lambda r: r["cpu_us_per_event"] <= 200 and r["peak_rss_mb"] <= 150,
+        )
+        for label, events in (("20k", 20_000), ("200k", 200_000), ("1m", 1_000_000))
     ),
     Scenario(
         "memory",
@@ -178,10 +219,12 @@ def broker() -> Iterator[str]:
 def run(scenario: Scenario, kafka: KafkaTools, profile_dir: Path | None = None) -> dict[str, Any]:
     print(f"[{scenario.name}] {scenario.what}", flush=True)
     builder = StreamBuilder(
-        users=USERS,
+        users=scenario.users,
         seed=SEED,
         tokens_per_user=TOKENS_PER_USER,
         realtime=scenario.offered_rate is not None,
+        zipf=scenario.zipf,
+        merge_nested=scenario.merge_nested,
     )
     topics = create_topics(kafka, partitions=PARTITIONS)
     with EmulatorProcess("--quiet", *scenario.emulator) as emulator:
@@ -226,6 +269,11 @@ def run(scenario: Scenario, kafka: KafkaTools, profile_dir: Path | None = None) 
         cpu_ratio=round(baseline["cpu_us_per_event"] / max(result["cpu_us_per_event"], 1), 1),
         target=scenario.target,
     )
+    if scenario.name.startswith("catch-up"):
+        # Iterable's limits bound a drain of one request per event to events / 500/s.
+        floor = len(events) / UPDATE_LIMIT
+        result.update(floor_seconds=round(floor, 1), x_floor=round(floor / result["seconds"], 1))
+        result["baseline_drain_seconds"] = round(len(events) / baseline["events_per_second"])
     result["met"] = scenario.met(result) if scenario.target else None
     print(json.dumps(result), flush=True)
     return result
@@ -332,6 +380,7 @@ def _iterable_side(
         "cpu_us_per_event": round(cpu / len(events) * 1e6),
         "cpu_seconds_per_1000_events": round(cpu / len(events) * 1000, 3),
         "requests": len(calls),
+        "events_per_request": round(len(events) / max(1, len(calls)), 2),
         "throttled_429": sum(1 for c in calls if c["status"] == 429),
         "throttled_after_5s": round(throttled_share(calls), 5),
     }
@@ -379,6 +428,16 @@ def _baseline(
     }
 
 
+def _compare_catch_up(results: list[dict[str, Any]]) -> None:
+    """Bulk mode's catch-up is judged against single mode's, measured in the same run."""
+    by_name = {r["scenario"]: r for r in results}
+    single, bulk = by_name.get("catch-up"), by_name.get("catch-up-bulk")
+    if single is None or bulk is None:
+        return
+    bulk["x_single"] = round(single["seconds"] / bulk["seconds"], 1)
+    bulk["met"] = bulk["x_single"] >= 2
+
+
 def markdown(results: list[dict[str, Any]], command: str) -> str:
     lines = [
         "# End-to-end benchmark results",
@@ -398,6 +457,15 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
             rate += f" ({r['user_updates_per_second']:,} user updates/s)"
         if "binding_share_of_limit" in r:
             rate += f"; {r['binding_endpoint']} {r['binding_share_of_limit']:.1%} of limit"
+        if "x_floor" in r:
+            rate += (
+                f"; drained in {r['seconds']} s, {r['x_floor']}x faster than the"
+                f" {r['floor_seconds']} s floor (baseline: {r['baseline_drain_seconds']} s)"
+            )
+        if "x_single" in r:
+            rate += f"; {r['x_single']}x faster than single mode"
+        if "events_per_request" in r:
+            rate += f"; {r['events_per_request']} events per request"
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
         delay = f"{r['delay_p50_ms']} / {r['delay_p99_ms']}" if "delay_p99_ms" in r else "-"
         lines.append(
@@ -427,6 +495,7 @@ def main() -> None:
         kafka = KafkaTools(servers)
         args.out.mkdir(parents=True, exist_ok=True)
         results = [run(s, kafka, args.out if args.profile else None) for s in chosen]
+        _compare_catch_up(results)
         if "scale" in (args.scenario or default):  # several consumers: a runner of its own
             scale.main(kafka, args.out)
     if not chosen:

@@ -3,6 +3,8 @@ Iterable state (the oracle), and waits."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import random
 import time
@@ -80,6 +82,12 @@ class StreamBuilder:
     realtime: bool = False  # event times from the wall clock (open-loop benchmarks)
     # The share of registrations that take another user's token (a phone changing hands).
     handoffs: float = 0.0
+    # Users drawn from a Zipf distribution with this exponent (a few hot users, a long
+    # tail) instead of uniformly; 0 is uniform.
+    zipf: float = 0.0
+    # Every update's mergeNestedObjects, or None for a coin toss per update.
+    merge_nested: bool | None = None
+    _weights: list[float] = field(default_factory=list, repr=False)
 
     def next_time(self) -> datetime:
         step = timedelta(milliseconds=10)
@@ -87,6 +95,15 @@ class StreamBuilder:
             step = max(datetime.now(UTC) - self.clock, timedelta(microseconds=1))
         self.clock += step
         return self.clock
+
+    def _user(self, rng: random.Random) -> int:
+        if not self.zipf:
+            return rng.randrange(self.users)
+        if not self._weights:
+            self._weights = list(
+                itertools.accumulate(1 / rank**self.zipf for rank in range(1, self.users + 1))
+            )
+        return bisect.bisect_left(self._weights, rng.random() * self._weights[-1])
 
     def make(
         self, event_type: str, key: str, data: dict[str, Any], when: datetime | None = None
@@ -99,7 +116,7 @@ class StreamBuilder:
         rng = random.Random(self.seed + self.seq)
         out: list[Produced] = []
         for _ in range(count):
-            user = rng.randrange(self.users)
+            user = self._user(rng)
             ids = {"userId": f"u{user}", "email": f"user{user}@example.com"}
             draw = 0.0 if user_changed_only else rng.random()
             if draw < 0.7 or (not self.tokens.get(user) and draw >= 0.9):
@@ -108,7 +125,8 @@ class StreamBuilder:
                     "tier": rng.choice(["a", "b", "c"]),
                     "prefs": {rng.choice("xyz"): rng.random() < 0.5},
                 }
-                data = {**ids, "dataFields": fields, "mergeNestedObjects": rng.random() < 0.5}
+                merge = rng.random() < 0.5 if self.merge_nested is None else self.merge_nested
+                data = {**ids, "dataFields": fields, "mergeNestedObjects": merge}
                 out.append(self.make("user.changed", ids["userId"], data))
             elif draw < 0.9:
                 token = f"tok-{user}-{rng.randrange(self.tokens_per_user)}"
