@@ -209,10 +209,16 @@ class KafkaSource:
 
     def _step(self, consumer: KafkaConsumer) -> None:
         self._apply_completions()
+        # Full: wait (one poll's time at most) for completions to free a batch's room, so a
+        # full buffer takes batches as work finishes instead of pausing (pausing makes
+        # librdkafka throw away what it prefetched and fetch it again).
+        self._await_room(min(_BATCH, max(1, self._limits.total // 10)), _POLL_TIMEOUT)
         self._update_pauses(consumer)
-        # Never take more than the buffer has room for: the bound is a bound.
-        room = self._limits.total - sum(t.pending for t in self._trackers.values())
-        messages = consumer.consume(num_messages=max(1, min(_BATCH, room)), timeout=_POLL_TIMEOUT)
+        # Never more than the room left; when full, one message per poll (membership needs
+        # the polls) into the top of the bound, which pauses everything once reached.
+        messages = consumer.consume(
+            num_messages=max(1, min(_BATCH, self._room())), timeout=_POLL_TIMEOUT
+        )
         self._resume_fresh(consumer)
         self._report_assignment(consumer)
         self._restore()
@@ -278,21 +284,41 @@ class KafkaSource:
         tracker = self._trackers[where] = PartitionOffsets()
         return tracker
 
+    def _room(self) -> int:
+        return self._limits.fill - sum(t.pending for t in self._trackers.values())
+
+    def _await_room(self, wanted: int, timeout: float) -> None:
+        """Apply completions as they come until `wanted` fit in the buffer, or `timeout`."""
+        if self._room() >= wanted or self._status.holds():
+            return
+        deadline = self._clock() + timeout
+        while (left := deadline - self._clock()) > 0:
+            try:
+                self._apply(*self._completions.get(timeout=left))
+            except queue.Empty:
+                break
+            self._apply_completions()
+            if self._room() >= wanted:
+                break
+
     def _apply_completions(self) -> None:
         while True:
             try:
                 delivery, outcome = self._completions.get_nowait()
             except queue.Empty:
                 break
-            where = delivery.where
-            tracker = self._trackers.get(where)
-            # A completion from an earlier assignment of this partition no longer counts.
-            if tracker is None or self._epochs.get(where) != delivery.epoch:
-                continue
-            self._metrics.child(self._metrics.processed, delivery.topic, outcome.value).inc()
-            tracker.done(delivery.offset)
+            self._apply(delivery, outcome)
         pending = sum(t.pending for t in self._trackers.values())
         self._metrics.buffered.set(pending)
+
+    def _apply(self, delivery: Delivery, outcome: Outcome) -> None:
+        where = delivery.where
+        tracker = self._trackers.get(where)
+        # A completion from an earlier assignment of this partition no longer counts.
+        if tracker is None or self._epochs.get(where) != delivery.epoch:
+            return
+        self._metrics.child(self._metrics.processed, delivery.topic, outcome.value).inc()
+        tracker.done(delivery.offset)
 
     def _update_pauses(self, consumer: KafkaConsumer) -> None:
         wanted = to_pause(

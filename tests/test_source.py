@@ -43,17 +43,21 @@ class FakeConsumer:
         self.partition_counts: dict[str, int] = {"a": 4, "b": 2}
         # As librdkafka: a partition's pause outlives its revocation and re-assignment.
         self.paused: set[Where] = set()
+        self.pauses = 0  # pause calls: each makes librdkafka drop what it prefetched
+        self.asked: list[int] = []  # num_messages of each consume()
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.callbacks = callbacks
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        self.asked.append(num_messages)
         reports, self.reports = self.reports, []
         for error, offsets in reports:
             self.config["on_commit"](error, offsets)
-        return self.steps.popleft()(self) if self.steps else []
+        return (self.steps.popleft()(self) if self.steps else [])[:num_messages]
 
     def pause(self, partitions: list[TopicPartition]) -> None:
+        self.pauses += 1
         self.paused.update((tp.topic, tp.partition) for tp in partitions)
 
     def resume(self, partitions: list[TopicPartition]) -> None:
@@ -352,3 +356,29 @@ def test_a_released_partition_is_reported_before_its_next_owner_can_have_it() ->
     ).idle()
     harness.run()
     assert seen_in_callback == [{("a", 0)}]
+
+
+def test_a_full_buffer_takes_messages_as_work_finishes_and_pauses_nothing() -> None:
+    harness = Harness(limits=BufferLimits(total=30, per_partition=1000))  # fill 20, overflow 10
+    batch = iter(range(1000))
+
+    def messages(count: int) -> Step:
+        return lambda fake: [message("a", 0, next(batch)) for _ in range(count)]
+
+    def finish(count: int) -> Step:
+        def run(fake: FakeConsumer) -> list[Message]:
+            for delivery in harness.delivered[:count]:
+                harness.source.complete(delivery, Outcome.OK)
+            del harness.delivered[:count]
+            return []
+
+        return run
+
+    harness.then(lambda fake: fake.assign(("a", 0))).then(messages(20))
+    harness.then(messages(5)).then(finish(10)).then(messages(15)).run()
+    fake = harness.fake
+    assert fake is not None
+    # Full: one message per poll (the overflow a stall may grow), then the 10 freed.
+    # Full: one message per poll (the overflow a stall may grow), then the room freed.
+    assert fake.asked == [20, 20, 1, 1, 9, 1]
+    assert fake.pauses == 0
