@@ -5,6 +5,7 @@ naive baseline on the same events. A run that loses or misorders an event fails.
     .venv/bin/python -m bench --scenario cpu-single   # one (repeat the flag for more)
     .venv/bin/python -m bench --scenario smoke        # correctness only, seconds (CI)
     .venv/bin/python -m bench --scenario scale        # 1 → 3 → 2 members, both protocols
+    .venv/bin/python -m bench --scenario peer         # vs Parallel Consumer (Java; not default)
 
 Uses the broker `KAFKA_BOOTSTRAP_SERVERS` names, else starts a local one. Writes
 `results.json` and `results.md` to `--out` (default `bench/results/`).
@@ -27,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench import profile, scale
+from bench import peer, profile, scale
 from bench.measure import (
     CpuSampler,
     delays,
@@ -484,10 +485,14 @@ def main() -> None:
     names = [s.name for s in SCENARIOS]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--scenario", action="append", choices=[*names, "scale"], help="default: all"
+        "--scenario",
+        action="append",
+        choices=[*names, "scale", "peer"],
+        help="default: all but smoke and peer",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--profile", action="store_true", help="sample the consumer (py-spy)")
+    parser.add_argument("--repeat", type=int, default=1, help="peer: runs per size (medians)")
     args = parser.parse_args()
     default = [*(name for name in names if not name.startswith("smoke")), "scale"]
     chosen = [s for s in SCENARIOS if s.name in (args.scenario or default)]
@@ -498,6 +503,8 @@ def main() -> None:
         _compare_catch_up(results)
         if "scale" in (args.scenario or default):  # several consumers: a runner of its own
             scale.main(kafka, args.out)
+        if "peer" in (args.scenario or []):  # needs Java and Maven, so only when asked
+            peer.main(kafka, args.out, args.repeat)
     if not chosen:
         return
     if args.profile:
