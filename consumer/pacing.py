@@ -1,13 +1,13 @@
 """Each pod's pace from facts every member reads from Kafka: assignment and lag (SPEC §6).
 
-A reader thread with its own admin client reads, every second, the group's committed
-offsets and members' assignments and the end offsets of every partition of the subscribed
-topics; the event loop combines the latest reading with this member's latest assignment
-into the client's shares (`shares.endpoint_shares`). A failed reading falls back to
-partition shares. Pods read on the
-wall clock's whole seconds, so at nearly the same moment; what differs (a commit between two
-pods' readings, an assignment newer than a reading) may briefly make their shares add up to
-a little more than one: the pace's headroom under Iterable's limit and the 429 back-off
+A reader thread with its own admin client reads, every second, the group's members'
+assignments and the end offsets of every partition of the subscribed topics, and through a
+consumer of the group that never joins it, the group's committed offsets; the event loop
+combines the latest reading with this member's latest assignment into the client's shares
+(`shares.endpoint_shares`). A failed reading falls back to partition shares. Pods read on
+the wall clock's whole seconds, so at nearly the same moment; what differs (a commit between
+two pods' readings, an assignment newer than a reading) may briefly make their shares add up
+to a little more than one: the pace's headroom under Iterable's limit and the 429 back-off
 cover that.
 """
 
@@ -23,7 +23,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
@@ -98,8 +98,26 @@ class SharedPace:
         )
 
 
+class Committed(Protocol):
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float = -1
+    ) -> list[TopicPartition]: ...
+    def close(self) -> None: ...
+
+
+def committed_reader(config: dict[str, Any], group: str) -> Consumer:
+    """A consumer of the group that never subscribes, so never joins it.
+
+    Not `AdminClient.list_consumer_group_offsets`: on a NOT_COORDINATOR answer (a new
+    group, or the coordinator moving) librdkafka dereferences the admin client's missing
+    group handle and the process dies with SIGSEGV (librdkafka #5040, still in 2.16). A
+    consumer's `committed()` asks for the coordinator again instead.
+    """
+    return Consumer({**config, "group.id": group, "enable.auto.commit": False})
+
+
 class LagReader:
-    """Its own thread and admin client: never the poll thread, never a rebalance callback."""
+    """Its own thread and clients: never the poll thread, never a rebalance callback."""
 
     def __init__(
         self,
@@ -110,20 +128,33 @@ class LagReader:
         *,
         interval: float = READ_INTERVAL,
         connect: Callable[[dict[str, Any]], AdminClient] = AdminClient,
+        offsets: Callable[[dict[str, Any], str], Committed] = committed_reader,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._config, self._group, self._topics = config, group, topics
         self._report, self._interval, self._connect = report, interval, connect
-        self._wall = wall
+        self._offsets, self._wall = offsets, wall
 
     def run(self, stop: threading.Event) -> None:
         admin = self._connect(self._config)
+        try:
+            offsets = self._offsets(self._config, self._group)
+        except KafkaException:
+            # A consumer property the passthrough got wrong: the Kafka source, a consumer
+            # built from the same settings, refuses it too and reports it as the one line.
+            return
+        try:
+            self._read_until(stop, admin, offsets)
+        finally:
+            offsets.close()
+
+    def _read_until(self, stop: threading.Event, admin: AdminClient, offsets: Committed) -> None:
         failing = False
         # On the wall clock's whole intervals: every pod reads the same moment's offsets
         # (clocks agree to milliseconds), so their shares add up to one, not more.
         while not stop.wait(self._interval - self._wall() % self._interval):
             try:
-                reading: Reading = read_lags(admin, self._group, self._topics)
+                reading: Reading = read_lags(admin, offsets, self._group, self._topics)
             except (KafkaException, FutureTimeout) as exc:
                 reading = None
                 if not failing:  # once per outage, not every reading
@@ -136,7 +167,9 @@ class LagReader:
                 self._report(reading)
 
 
-def read_lags(admin: AdminClient, group: str, topics: list[str]) -> GroupReading:
+def read_lags(
+    admin: AdminClient, offsets: Committed, group: str, topics: list[str]
+) -> GroupReading:
     metadata = admin.list_topics(timeout=_TIMEOUT).topics
     wanted = [
         TopicPartition(topic, partition)
@@ -144,11 +177,9 @@ def read_lags(admin: AdminClient, group: str, topics: list[str]) -> GroupReading
         if (found := metadata.get(topic)) is not None and found.error is None
         for partition in found.partitions
     ]
-    request = [ConsumerGroupTopicPartitions(group, wanted)]
-    answer = admin.list_consumer_group_offsets(request, request_timeout=_TIMEOUT)[group]
     committed = {
         (tp.topic, tp.partition): tp.offset
-        for tp in answer.result(_TIMEOUT).topic_partitions or []
+        for tp in (offsets.committed(wanted, timeout=_TIMEOUT) if wanted else [])
         if tp.error is None
     }
     described = admin.describe_consumer_groups([group], request_timeout=_TIMEOUT)[group]

@@ -58,6 +58,14 @@ def test_without_a_reading_the_pod_paces_at_its_partitions_share() -> None:
     assert shown[Endpoint.UPDATE] == LIMIT / 2
 
 
+class NoOffsets:
+    def committed(self, partitions: list[Any], timeout: float = -1) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 class FailingAdmin:
     def list_topics(self, timeout: float = -1) -> Any:
         raise KafkaException(KafkaError(KafkaError._TRANSPORT))
@@ -71,6 +79,14 @@ def test_a_failed_reading_is_reported_as_none() -> None:
         readings.append(reading)
         stop.set()
 
-    reader = LagReader({}, "g", ["users"], report, interval=0.01, connect=lambda _: FailingAdmin())  # type: ignore[arg-type,return-value]
+    reader = LagReader(
+        {},
+        "g",
+        ["users"],
+        report,
+        interval=0.01,
+        connect=lambda _: FailingAdmin(),  # type: ignore[arg-type,return-value]
+        offsets=lambda *_: NoOffsets(),
+    )
     reader.run(stop)
     assert readings == [None]  # the pace then falls back to partition shares (above)
