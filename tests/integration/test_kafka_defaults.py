@@ -85,10 +85,10 @@ def test_a_message_too_large_for_the_dead_letter_topic_is_dead_lettered_without_
 def test_members_joining_and_leaving_commit_to_the_end_within_seconds_of_the_last_event(
     kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
 ) -> None:
-    # Slow enough that the stream outlives the rebalances: one call at a time per user and
-    # per token, so 10 users (40 lanes) at 250 ms take about 25 s for 4,000 events.
+    # Slow enough that the stream outlives the rebalances (done some 15 s in): one call at a
+    # time per user, so 10 users at 250 ms take about 40 s for 1,600 events.
     emulator.faults(latency_ms=250)
-    events = StreamBuilder(users=10).events(4000)
+    events = StreamBuilder(users=10).events(1600)
     produce(kafka, topics, events)
     first = start(emulator)
     wait_for(lambda: len(emulator.calls()) > 100, 60, "progress")
