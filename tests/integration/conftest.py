@@ -24,10 +24,25 @@ from consumer.dev.topics import KafkaTools
 _CONTAINER_IMAGE = "confluentinc/cp-kafka:8.1.0"
 
 
+# Tests that keep both cores busy (several consumers at full pace, a three-node cluster, a
+# Prometheus) or whose figures depend on CPU to spare: pytest-xdist runs them one after
+# another on one worker, so at most one of them runs beside the lighter tests.
+_HEAVY = {
+    "test_bench.py",
+    "test_broker.py",
+    "test_chaos.py",
+    "test_pace.py",
+    "test_prometheus.py",
+    "test_scale_out.py",
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+            if item.path.name in _HEAVY:
+                item.add_marker(pytest.mark.xdist_group("heavy"))
 
 
 def _docker_engine_answers() -> bool:
