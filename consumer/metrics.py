@@ -19,6 +19,7 @@ OUTCOMES: Final = ("ok", "dead_lettered", "duplicate", "stale", "invalid")
 # A handoff's previous owner: a profile the device guard remembers holding the token, or none.
 PREVIOUS_OWNERS: Final = ("known", "unknown")
 _BULK_BUCKETS: Final = (1, 10, 50, 100, 250, 500, 750, 1000)
+_COALESCED_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100)  # up to coalesce.MAX_EVENTS
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -84,6 +85,12 @@ class Metrics:
             f"{p}bulk_request_users",
             "Users per bulkUpdate request (bulk mode).",
             buckets=_BULK_BUCKETS,
+            registry=registry,
+        )
+        self.user_update_events = Histogram(
+            f"{p}user_update_events",
+            "user.changed events per users/update call or bulk entry (coalesced).",
+            buckets=_COALESCED_BUCKETS,
             registry=registry,
         )
         self.buffered = Gauge(

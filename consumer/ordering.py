@@ -320,6 +320,29 @@ class Lanes(Generic[Q]):
                 ready.append(head)
         return ready
 
+    def take(self, head: Q, matches: Callable[[Q], bool], limit: int) -> list[Q]:
+        """Remove the items right behind `head` (running) that wait for it alone, in order.
+
+        A follower is taken while it has exactly `head`'s keys, is second in each of their
+        queues and `matches`; the first that does not stops the take. The items behind the
+        taken ones keep waiting for `head`, as they waited for the taken ones.
+        """
+        queues = [self._queues.get(key) for key in head.keys]
+        lanes = [q for q in queues if isinstance(q, deque)]
+        if not head.keys or len(lanes) != len(queues):
+            return []
+        taken: list[Q] = []
+        while len(taken) < limit and len(lanes[0]) > 1:
+            follower = lanes[0][1]
+            if follower.keys != head.keys or any(len(q) < 2 or q[1] is not follower for q in lanes):
+                break
+            if not matches(follower):
+                break
+            for queue in lanes:
+                del queue[1]
+            taken.append(follower)
+        return taken
+
     def drop(self, matches: Callable[[Q], bool]) -> list[Q]:
         """Remove the waiting items that match; the items that may run now."""
         queues = {k: q if isinstance(q, deque) else deque((q,)) for k, q in self._queues.items()}

@@ -20,6 +20,7 @@ from typing import Final, Protocol, TypeVar
 
 from consumer.bulk import BulkLimits
 from consumer.bulk_updates import BulkUpdates
+from consumer.coalesce import MAX_EVENTS, Coalesced, coalescible
 from consumer.credentials import CredentialsHold
 from consumer.device_memory import DeviceMemory, event_time, profiles_of
 from consumer.dlq import DeadLetter, DeadLetterBreaker, dead_letter
@@ -30,7 +31,7 @@ from consumer.errors import (
     PermanentError,
     TransientError,
 )
-from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, parse
+from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, UserChanged, parse
 from consumer.iterable import IterableClient
 from consumer.messages import Delivery, Outcome
 from consumer.messages import TopicPartition as Where
@@ -63,6 +64,26 @@ class _Item:
     keys: tuple[str, ...] = ()  # its lanes; none for an invalid event (no entity)
     waiting: int = 0  # in how many lanes an earlier item is still ahead of it
     task: asyncio.Task[None] | None = None  # the task running it
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Items sent together: one item, or user updates coalesced into `call`."""
+
+    items: list[_Item]
+    call: Call | None = None
+
+
+def _plain_update(translator: Translator, event: Event | None) -> Call | None:
+    """The event's one `users/update` call if it may be coalesced, else None."""
+    if event is None or not isinstance(event.data, UserChanged):
+        return None
+    calls = translator.calls(event)
+    return calls[0] if len(calls) == 1 and coalescible(calls[0]) else None
+
+
+def _event_id(event: Event | None) -> tuple[str, str]:
+    return ("", "") if event is None else (event.source, event.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +177,10 @@ class Processor:
         return _Item(delivery, event)
 
     async def _run_lane(self, first: _Item) -> None:
-        """Run an item, then one it lets run (any others it frees get tasks of their own)."""
+        """Run an item, then one it lets run (any others it frees get tasks of their own).
+
+        An item may take the user updates waiting behind it alone, to send as one (`_run`).
+        """
         task = asyncio.current_task()
         item: _Item | None = first
         while item is not None:
@@ -168,30 +192,90 @@ class Processor:
                 self._finish(item.delivery, Outcome.DUPLICATE)
                 item = self._next(item)
                 continue
-            item.task = task
-            self._running.add(item)
-            outcome: Outcome | None = None
+            run = self._run(item)
+            for member in run.items:
+                member.task = task
+                self._running.add(member)
             try:
-                outcome = await self._process_until_done(item)
+                if len(run.items) > 1:
+                    await self._process_run(run)
+                else:
+                    self._settle(item, await self._process_until_done(item))
             except asyncio.CancelledError:
-                if not item.abandoned:
+                if not any(member.abandoned for member in run.items):
                     raise
                 if task is not None:
                     task.uncancel()
             finally:
-                self._running.discard(item)
-                item.done = True
-                if item.finished is not None:
-                    item.finished.set()
-            if outcome is not None:
-                self._finish(item.delivery, outcome)
+                for member in run.items:
+                    if not member.done:
+                        self._settle(member, None)
             item = self._next(item)
+
+    def _settle(self, item: _Item, outcome: Outcome | None) -> None:
+        """An item stopped running: finished with `outcome`, or dropped (None)."""
+        self._running.discard(item)
+        item.done = True
+        if item.finished is not None:
+            item.finished.set()
+        if outcome is not None:
+            self._finish(item.delivery, outcome)
 
     def _next(self, item: _Item) -> _Item | None:
         ready = self._lanes.release(item)
         for other in ready[1:]:
             self._start(other)
         return ready[0] if ready else None
+
+    # -- runs of user updates -------------------------------------------------------------
+
+    def _run(self, head: _Item) -> _Run:
+        """`head` and the user updates waiting behind it alone that coalesce with it."""
+        call = _plain_update(self._translator, head.event)
+        if call is None:
+            return _Run([head])
+        merged, where, epoch = Coalesced(call.payload), head.delivery.where, head.delivery.epoch
+        seen = {(head.delivery.where, _event_id(head.event))}
+        size = len(head.delivery.value or b"")
+
+        def joins(item: _Item) -> bool:
+            nonlocal size
+            delivery, event = item.delivery, item.event
+            if event is None or (delivery.where, delivery.epoch) != (where, epoch):
+                return False  # a revocation drops or keeps a partition's items together
+            if (where, _event_id(event)) in seen or self._duplicates.seen(event, where):
+                return False  # a duplicate is judged after its original ran, as it would be
+            size += len(delivery.value or b"")
+            if size > self._settings.max_event_bytes:
+                return False
+            update = _plain_update(self._translator, event)
+            if update is None or not merged.add(update.payload):
+                return False
+            seen.add((where, _event_id(event)))
+            return True
+
+        followers = self._lanes.take(head, joins, MAX_EVENTS - 1)
+        if not followers:
+            return _Run([head])
+        return _Run([head, *followers], Call(Endpoint.UPDATE, merged.payload, call.identifiers))
+
+    async def _process_run(self, run: _Run) -> None:
+        """Send a run as one update; if that fails, process its events one by one, so only
+        a bad one is dead-lettered (and a good one not reported applied unless it was)."""
+        assert run.call is not None  # noqa: S101 - a run of several has its coalesced call
+        await self._circuit_gate(run.items[0])
+        try:
+            await self._dispatch(run.call, events=len(run.items))
+        except Exception as exc:  # transient: ITERABLE_MAX_ATTEMPTS; others retried singly
+            if not isinstance(exc, PermanentError | TransientError):
+                log.exception("unexpected error sending coalesced updates; sending them singly")
+            for item in run.items:
+                self._settle(item, await self._process_until_done(item))
+            return
+        for item in run.items:
+            assert item.event is not None  # noqa: S101 - a run holds parsed user updates
+            self._duplicates.remember(item.event, item.delivery.where)
+            self._settle(item, Outcome.OK)
 
     # -- one message ----------------------------------------------------------------------
 
@@ -271,12 +355,15 @@ class Processor:
                 },
             )
 
-    async def _dispatch(self, call: Call) -> None:
-        """User updates go through the bulk batcher in bulk mode, everything else alone."""
-        if self._bulk is not None and call.endpoint is Endpoint.UPDATE:
-            await self._bulk.update(call)
-        else:
-            await self._send(call)
+    async def _dispatch(self, call: Call, events: int = 1) -> None:
+        """User updates go through the bulk batcher in bulk mode, everything else alone;
+        `events`: how many user.changed events an update carries (coalesced)."""
+        if call.endpoint is Endpoint.UPDATE:
+            self._metrics.user_update_events.observe(events)
+            if self._bulk is not None:
+                await self._bulk.update(call)
+                return
+        await self._send(call)
 
     async def _send(self, call: Call, body: bytes | None = None) -> object:
         """Send until Iterable accepts or refuses for good; wrong credentials are waited out."""
