@@ -107,6 +107,29 @@ def test_dropping_waiting_items_lets_the_ones_behind_them_run() -> None:
     assert len(lanes) == 0
 
 
+def test_taking_followers_removes_those_waiting_for_the_head_alone() -> None:
+    lanes: Lanes[_Queued] = Lanes()
+    head, one, two = _Queued("h", ("a", "b")), _Queued("1", ("a", "b")), _Queued("2", ("a", "b"))
+    other, after = _Queued("o", ("a",)), _Queued("3", ("a", "b"))
+    for item in (head, one, two, other, after):
+        lanes.add(item)
+    assert lanes.take(head, lambda i: True, limit=5) == [one, two]  # `other` stops the take
+    assert lanes.release(head) == [other]
+    assert lanes.release(other) == [after]
+    assert lanes.release(after) == []
+    assert len(lanes) == 0
+
+
+def test_a_take_stops_at_the_first_follower_refused_or_at_its_limit() -> None:
+    lanes: Lanes[_Queued] = Lanes()
+    head, *rest = (_Queued(str(n), ("a",)) for n in range(5))
+    for item in (head, *rest):
+        lanes.add(item)
+    assert lanes.take(head, lambda i: i.name != "3", limit=5) == rest[:2]
+    assert lanes.take(head, lambda i: True, limit=1) == [rest[2]]
+    assert lanes.release(head) == [rest[3]]
+
+
 def test_the_duplicate_window_remembers_applied_events_only() -> None:
     window = DuplicateWindow(size=2)
     first = _event("user.changed", {"userId": "1"}, event_id="a")

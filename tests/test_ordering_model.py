@@ -57,7 +57,11 @@ CHANGING = (*STABLE, "change", "change_id", "old")
 
 
 def _user(variants: tuple[str, ...]) -> st.SearchStrategy[tuple[Any, ...]]:
-    return st.tuples(st.just("user"), st.sampled_from(variants), st.integers(0, USERS - 1))
+    # Last: the object key the update writes (or none) and its mergeNestedObjects, so runs
+    # of a user's updates coalesce, merge objects and end (`consumer.coalesce`).
+    variant, user = st.sampled_from(variants), st.integers(0, USERS - 1)
+    written = st.none() | st.tuples(st.sampled_from("xyz"), st.booleans())
+    return st.tuples(st.just("user"), variant, user, written)
 
 
 _LATE = st.integers(0, 4)  # how many later events a device event arrives behind
@@ -135,6 +139,8 @@ def build(program: list[tuple[Any, ...]]) -> Stream:
             continue
         if kind == "user":
             data = _user_data(step[1], step[2], seq, versions, olds)
+            if len(step) > 3 and step[3] is not None:
+                _with_object(data, *step[3], seq)
             late, event_type = 0, "user.changed"
         elif kind == "register":
             # Device calls name the profile by its userId (hybrid), which never changes here:
@@ -190,6 +196,14 @@ def _user_data(
         return {"userId": user_id, "email": current, "dataFields": {"id_n": seq, "email_n": seq}}
     email = olds[user][-1] if variant == "old" and olds[user] else current
     return {"email": email, "dataFields": {"email_n": seq}}
+
+
+def _with_object(data: dict[str, Any], key: str, nested: bool, seq: int) -> None:
+    """Each `*_n` field also written inside an object (`id_o`, `email_o`), merged or not."""
+    fields = data["dataFields"]
+    for name in [f for f in fields if f.endswith("_n")]:
+        fields[name.replace("_n", "_o")] = {key: seq}
+    data["mergeNestedObjects"] = nested
 
 
 def produced_event(seq: int, event_type: str, data: dict[str, Any]) -> Produced:

@@ -1,0 +1,168 @@
+"""Coalescing through the processor: a user's waiting updates go as one `users/update` (or
+one bulk entry), end as the sequence would, and still finish one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from consumer.dev.emulator.store import ApiError, Project
+from consumer.dev.scenario import normalise
+from consumer.messages import Outcome
+from tests.test_ordering_model import iterable, start
+from tests.test_processor import Built, Handler, _condition, _delivery
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _emulated(project: Project, bodies: list[dict[str, Any]]) -> Handler:
+    """The emulator's store, recording each request body it is sent."""
+    inner = iterable(project, lambda body: 0)
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return await inner.handle_async_request(request)
+
+    return handle
+
+
+def _sequential(data: list[dict[str, Any]], project: Project | None = None) -> list[Any]:
+    """The oracle: every update applied alone, in order (refused ones change nothing)."""
+    project = project or Project("hybrid")
+    for payload in data:
+        with contextlib.suppress(ApiError):  # a refused update changes nothing
+            project.update(json.loads(json.dumps(payload)), 0.0)
+    return normalise([user.as_json() for user in project.users])
+
+
+def _built(project: Project, bodies: list[dict[str, Any]]) -> Built:
+    return Built(_emulated(project, bodies))
+
+
+def _updates(count: int, user: str = "u1", start_at: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"userId": user, "dataFields": {"n": n, f"k{n % 3}": n, "prefs": {f"p{n % 2}": True}}}
+        for n in range(start_at, start_at + count)
+    ]
+
+
+async def _run(built: Built, data: list[dict[str, Any]], **kwargs: Any) -> None:
+    built.processor.submit([_delivery(i, d, **kwargs) for i, d in enumerate(data)])
+    await _condition(lambda: len(built.finished) == len(data), "every message finished")
+
+
+async def test_a_burst_for_one_user_goes_as_fewer_calls_with_the_same_final_profile() -> None:
+    project, bodies = Project("hybrid"), []
+    built = _built(project, bodies)
+    data = _updates(20)
+    await _run(built, data)
+    assert built.finished == [(i, Outcome.OK) for i in range(20)]  # each finished, in order
+    assert len(bodies) < 20
+    assert normalise([u.as_json() for u in project.users]) == _sequential(data)
+    events = built.metrics.user_update_events
+    assert events._sum.get() == 20  # noqa: SLF001 - every event counted in some update
+
+
+async def test_a_refused_event_in_a_run_is_dead_lettered_alone_and_the_rest_applied() -> None:
+    project, bodies = Project("hybrid"), []
+    project.update({"userId": "u1", "dataFields": {"tier": "gold"}}, 0.0)  # tier is a string
+    built = _built(project, bodies)
+    data = _updates(6)
+    data[3]["dataFields"]["tier"] = 5  # refused: the field's type is string
+    await _run(built, data)
+    assert sorted(built.finished) == [
+        (i, Outcome.DEAD_LETTERED if i == 3 else Outcome.OK) for i in range(6)
+    ]
+    assert [dict(letter.headers)["dlq.source.offset"] for letter in built.sink.letters] == [b"3"]
+    oracle = Project("hybrid")
+    oracle.update({"userId": "u1", "dataFields": {"tier": "gold"}}, 0.0)
+    assert normalise([u.as_json() for u in project.users]) == _sequential(data, oracle)
+
+
+async def test_a_revoked_partition_leaves_a_run_in_flight_uncommitted() -> None:
+    release = asyncio.Event()
+    calls: list[dict[str, Any]] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content))
+        await release.wait()
+        return httpx.Response(200, json={"msg": "ok", "code": "Success", "params": None})
+
+    built = Built(slow)
+    built.processor.submit([_delivery(i, d) for i, d in enumerate(_updates(5))])
+    await _condition(lambda: len(calls) == 1, "the coalesced call out")
+    await built.processor.drain({(("user.changed", 0), 1)}, timeout=0.05)
+    release.set()
+    await asyncio.sleep(0.05)
+    assert built.finished == []  # the next owner applies them all again
+
+
+async def test_an_email_change_ends_a_run_and_goes_alone() -> None:
+    project, bodies = Project("hybrid"), []
+    project.update({"userId": "u1", "email": "a@x.io"}, 0.0)
+    built = _built(project, bodies)
+    data = [
+        {"userId": "u1", "dataFields": {"n": 0}},
+        {"userId": "u1", "dataFields": {"n": 1}},
+        {"userId": "u1", "email": "b@x.io", "previousEmail": "a@x.io", "dataFields": {"n": 2}},
+        {"userId": "u1", "dataFields": {"n": 3}},
+        {"userId": "u1", "dataFields": {"n": 4}},
+    ]
+    await _run(built, data)
+    assert [b["dataFields"]["n"] for b in bodies] == [1, 2, 4]
+    assert bodies[1]["dataFields"]["email"] == "b@x.io"
+    assert project.users[0].email == "b@x.io"
+    assert project.users[0].data_fields["n"] == 4
+
+
+async def test_a_duplicate_in_a_burst_is_skipped_not_coalesced() -> None:
+    project, bodies = Project("hybrid"), []
+    built = _built(project, bodies)
+    first = _delivery(0, {"userId": "u1", "dataFields": {"n": 0}})
+    again = _delivery(2, {"userId": "u1", "dataFields": {"n": 0}}, event_id="e0")
+    rest = [_delivery(1, {"userId": "u1", "dataFields": {"n": 1}}), again]
+    built.processor.submit([first, *rest])
+    await _condition(lambda: len(built.finished) == 3, "every message finished")
+    assert sorted(built.finished) == [(0, Outcome.OK), (1, Outcome.OK), (2, Outcome.DUPLICATE)]
+    assert project.users[0].data_fields["n"] == 1
+
+
+async def test_users_interleaved_each_end_in_their_own_order() -> None:
+    project, bodies = Project("hybrid"), []
+    built = _built(project, bodies)
+    one, two = _updates(10, "u1"), _updates(10, "u2", start_at=10)
+    data = [update for pair in zip(one, two, strict=True) for update in pair]
+    await _run(built, data)
+    assert normalise([u.as_json() for u in project.users]) == _sequential(data)
+    for user in ("u1", "u2"):
+        seen = [b["dataFields"]["n"] for b in bodies if b["userId"] == user]
+        assert seen == sorted(seen) and len(seen) < 10
+
+
+async def test_in_bulk_mode_a_users_entry_carries_its_waiting_events() -> None:
+    project, bodies = Project("hybrid"), []
+    for user in ("u1", "u2"):
+        project.update({"userId": user}, 0.0)
+    now = start(httpx.MockTransport(_emulated(project, bodies)), bulk=True)
+    data = [update for n in range(8) for update in _updates(1, f"u{1 + n % 2}", start_at=n)]
+    for offset, payload in enumerate(data):
+        delivery = _delivery(offset, payload)
+        now.offsets["user.changed"].add(offset, 0.0)
+        now.processor.submit([delivery])
+    await _condition(lambda: not now.offsets["user.changed"].pending, "every message finished")
+    await now.client.aclose()
+    assert len(bodies) < 8 and all("users" in b for b in bodies)
+    oracle = Project("hybrid")
+    for user in ("u1", "u2"):
+        oracle.update({"userId": user}, 0.0)
+    assert normalise([u.as_json() for u in project.users]) == _sequential(data, oracle)
