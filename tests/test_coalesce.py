@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consumer.coalesce import Coalesced, coalescible, field_type
-from consumer.dev.emulator.store import ApiError, Project
+from consumer.dev.emulator.store import ApiError, Project, _type_of
 from consumer.endpoints import Endpoint
 from consumer.translate import Call
 
@@ -191,7 +191,5 @@ def test_email_changes_and_identifiers_in_data_fields_are_never_coalesced() -> N
 
 
 def test_field_types_are_the_emulators() -> None:
-    from consumer.dev.emulator.store import _type_of
-
     for value in (None, True, 1, 1.5, "s", {}, [1]):
         assert field_type(value) == _type_of(value)
