@@ -26,6 +26,7 @@ from consumer.dev.scenario import (
     all_committed,
     consumer_env,
     create_topics,
+    events_committed,
     expected_state,
     normalise,
     produce,
@@ -35,7 +36,8 @@ from consumer.dev.service_process import ConsumerProcess
 from consumer.dev.topics import KafkaTools
 
 EVENTS, USERS, PARTITIONS, SEED = 24_000, 5_000, 12, 2026
-PLAN = [(0, 1), (4_000, 3), (12_000, 2)]  # (Iterable calls seen, members wanted)
+# (events committed, members wanted): events, as a coalesced call carries one or several.
+PLAN = [(0, 1), (4_000, 3), (12_000, 2)]
 UPDATE_LIMIT = 500.0
 PROTOCOLS: dict[str, dict[str, str]] = {
     "consumer": {},  # the default: KIP-848 with the broker's range assignor
@@ -62,8 +64,8 @@ def run_once(kafka: KafkaTools, protocol: str) -> dict[str, Any]:
         plan = list(PLAN)
 
         def follow() -> bool:
-            calls = len(emulator.calls()) if plan else 0
-            while plan and calls >= plan[0][0]:
+            done = events_committed(kafka, group, topics) if plan else 0
+            while plan and done >= plan[0][0]:
                 _, wanted = plan.pop(0)
                 changes.append(time.time())
                 while len(running) < wanted:

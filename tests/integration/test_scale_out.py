@@ -21,6 +21,7 @@ from consumer.dev.scenario import (
     all_committed,
     consumer_env,
     create_topics,
+    events_committed,
     expected_state,
     normalise,
     produce,
@@ -57,11 +58,6 @@ def _per_second(calls: list[dict[str, object]], path: str) -> list[int]:
     for t in times:
         counts[int(t - min(times))] += 1
     return counts
-
-
-def _events_done(kafka: KafkaTools, group: str, topics: Topics) -> int:
-    """user.changed events the group has committed (offsets start at 0)."""
-    return sum(max(0, o) for o in kafka.committed(group, topics.names["user.changed"]).values())
 
 
 def _scale(
@@ -119,7 +115,7 @@ def test_the_group_shares_the_projects_limit_without_429s(
     scale(0)
 
     def progress() -> bool:
-        scale(_events_done(kafka, group_id, topics))
+        scale(events_committed(kafka, group_id, topics))
         return all_committed(kafka, group_id, topics)
 
     wait_for(progress, 180, "the backlog drained")
