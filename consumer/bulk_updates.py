@@ -40,6 +40,7 @@ class _Entry:
     outcome: asyncio.Future[None]
     arrived: float
     request: asyncio.Task[None] | None = None  # the request carrying it, once sent
+    grow: Callable[[], Call] | None = None  # its call made again as a request is assembled
 
 
 class BulkUpdates:
@@ -61,9 +62,15 @@ class BulkUpdates:
         self._timer: asyncio.TimerHandle | None = None
         self._requests: dict[asyncio.Task[None], list[_Entry]] = {}
 
-    async def update(self, call: Call) -> None:
-        """Send one `users/update` payload in a batch; raise if Iterable refused it."""
-        entry = _Entry(call, asyncio.get_running_loop().create_future(), self._clock())
+    async def update(self, call: Call, grow: Callable[[], Call] | None = None) -> None:
+        """Send one `users/update` payload in a batch; raise if Iterable refused it.
+
+        `grow`, if given, makes the entry's call again each time a request being assembled
+        reaches it (it may carry more of the user's events by then); the call a request
+        takes is the one it keeps.
+        """
+        loop = asyncio.get_running_loop()
+        entry = _Entry(call, loop.create_future(), self._clock(), grow=grow)
         self._waiting.append(entry)
         if self._timer is None or len(self._waiting) >= self._limits.max_users:
             self._dispatch()
@@ -119,7 +126,10 @@ class BulkUpdates:
             entry = self._waiting.popleft()
             if entry.outcome.done():  # its caller is gone (revoked partition, shutdown)
                 continue
+            if entry.grow is not None:
+                entry.call = entry.grow()
             if batch.add(entry.call.payload):
+                entry.grow = None
                 taken.append(entry)
             elif batch.holds(entry.call.payload):
                 kept.append(entry)

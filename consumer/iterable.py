@@ -15,7 +15,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -81,6 +81,10 @@ def base_url(region: str, explicit: str | None = None) -> str:
 Sleep = Callable[[float], Awaitable[None]]
 
 
+# A payload made when the call goes (`IterableClient.post`).
+Payload = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Request:
     method: str
@@ -88,6 +92,7 @@ class _Request:
     body: bytes | None
     params: dict[str, str] | None
     identifiers: tuple[str | None, ...]
+    make: Callable[[], bytes] | None = None  # the body, made as the first attempt goes
 
 
 class IterableClient:
@@ -143,14 +148,25 @@ class IterableClient:
     async def post(
         self,
         endpoint: Endpoint,
-        payload: Mapping[str, Any],
+        payload: Payload,
         identifiers: Iterable[str | None] = (),
         body: bytes | None = None,
     ) -> Any:
-        """POST `payload` (or `body`, already encoded) until Iterable accepts it."""
-        if body is None:
-            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        return await self._call(_Request("POST", endpoint, body, None, tuple(identifiers)))
+        """POST `payload` (or `body`, already encoded) until Iterable accepts it.
+
+        A callable `payload` is made once, when the first attempt has its pace turn and a
+        slot on the wire: what the caller sends may still grow while it waits. Retries send
+        the body made then, since the first attempt may have been applied.
+        """
+        ids = tuple(identifiers)
+        if body is not None:
+            return await self._call(_Request("POST", endpoint, body, None, ids))
+        if callable(payload):
+            made = payload
+            return await self._call(
+                _Request("POST", endpoint, None, None, ids, lambda: _encode(made()))
+            )
+        return await self._call(_Request("POST", endpoint, _encode(payload), None, ids))
 
     async def get(
         self, endpoint: Endpoint, params: Mapping[str, str], identifiers: Iterable[str | None] = ()
@@ -190,6 +206,8 @@ class IterableClient:
                     self._observer.paced(endpoint, sent.waited)
             try:
                 async with self._slots:
+                    if request.make is not None:  # the first attempt: made just before it goes
+                        request = replace(request, body=request.make(), make=None)
                     return await self._once(request)
             except IterableError as exc:
                 exc.attempts = attempt + 1
@@ -304,6 +322,10 @@ class _Gate:
 
 def _still_waiting(turn: asyncio.Future[None]) -> bool:
     return not turn.done()  # a cancelled call gives its place up
+
+
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _tls(verify: str | bool) -> ssl.SSLContext | bool:

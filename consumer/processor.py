@@ -32,7 +32,7 @@ from consumer.errors import (
     TransientError,
 )
 from consumer.events import DeviceRegistered, Event, PushPermissionRevoked, UserChanged, parse
-from consumer.iterable import IterableClient
+from consumer.iterable import IterableClient, Payload
 from consumer.messages import Delivery, Outcome
 from consumer.messages import TopicPartition as Where
 from consumer.metrics import Metrics
@@ -66,12 +66,18 @@ class _Item:
     task: asyncio.Task[None] | None = None  # the task running it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class _Run:
-    """Items sent together: one item, or user updates coalesced into `call`."""
+    """A user update (`items[0]`, the head) and the updates waiting behind it alone that it
+    takes along, as late as it can: those waiting when its request is made (`_gather`)."""
 
     items: list[_Item]
-    call: Call | None = None
+    call: Call  # the head's own update
+    merged: Coalesced
+    size: int  # the members' message bytes
+    seen: set[tuple[str, str]]  # the members' event ids
+    closed: bool = False  # a follower could not join: nothing behind it may
+    made: bool = False  # its update was made for a request
 
 
 def _plain_update(translator: Translator, event: Event | None) -> Call | None:
@@ -193,21 +199,21 @@ class Processor:
                 item = self._next(item)
                 continue
             run = self._run(item)
-            for member in run.items:
-                member.task = task
-                self._running.add(member)
+            members = [item] if run is None else run.items  # a run grows while it waits
+            item.task = task
+            self._running.add(item)
             try:
-                if len(run.items) > 1:
-                    await self._process_run(run)
-                else:
+                if run is None:
                     self._settle(item, await self._process_until_done(item))
+                else:
+                    await self._process_run(run)
             except asyncio.CancelledError:
-                if not any(member.abandoned for member in run.items):
+                if not any(member.abandoned for member in members):
                     raise
                 if task is not None:
                     task.uncancel()
             finally:
-                for member in run.items:
+                for member in members:
                     if not member.done:
                         self._settle(member, None)
             item = self._next(item)
@@ -229,53 +235,103 @@ class Processor:
 
     # -- runs of user updates -------------------------------------------------------------
 
-    def _run(self, head: _Item) -> _Run:
-        """`head` and the user updates waiting behind it alone that coalesce with it."""
+    def _run(self, head: _Item) -> _Run | None:
+        """A run for a user update that may take others along; None for any other item."""
         call = _plain_update(self._translator, head.event)
         if call is None:
-            return _Run([head])
-        merged, where, epoch = Coalesced(call.payload), head.delivery.where, head.delivery.epoch
-        seen = {(head.delivery.where, _event_id(head.event))}
+            return None
         size = len(head.delivery.value or b"")
+        return _Run([head], call, Coalesced(call.payload), size, {_event_id(head.event)})
 
-        def joins(item: _Item) -> bool:
-            nonlocal size
-            delivery, event = item.delivery, item.event
-            if event is None or (delivery.where, delivery.epoch) != (where, epoch):
-                return False  # a revocation drops or keeps a partition's items together
-            if (where, _event_id(event)) in seen or self._duplicates.seen(event, where):
-                return False  # a duplicate is judged after its original ran, as it would be
-            size += len(delivery.value or b"")
-            if size > self._settings.max_event_bytes:
-                return False
-            update = _plain_update(self._translator, event)
-            if update is None or not merged.add(update.payload):
-                return False
-            seen.add((where, _event_id(event)))
-            return True
+    def _gather(self, run: _Run) -> Call:
+        """Take along the updates waiting behind the run's head now; the run's update.
 
-        followers = self._lanes.take(head, joins, MAX_EVENTS - 1)
-        if not followers:
-            return _Run([head])
-        return _Run([head, *followers], Call(Endpoint.UPDATE, merged.payload, call.identifiers))
+        Called as its request is made: taken, they are running (a drain waits for or
+        abandons them with the head). Nothing joins once the head's partition is revoked.
+        """
+        head, room = run.items[0], MAX_EVENTS - len(run.items)
+        run.made = True
+        if room > 0 and not run.closed and not self._is_revoked(head.delivery):
+            followers = self._lanes.take(head, lambda item: self._joins(run, item), room)
+            for follower in followers:
+                follower.task = head.task
+                self._running.add(follower)
+            run.items.extend(followers)
+        if len(run.items) == 1:
+            return run.call
+        return Call(Endpoint.UPDATE, run.merged.payload, run.call.identifiers)
+
+    def _joins(self, run: _Run, item: _Item) -> bool:
+        """Whether `item` joins the run (merged into it if so); the first that does not
+        closes the run: it would not join later either."""
+        try:
+            joined = self._merge(run, item)
+        except Exception:
+            log.exception("unexpected error coalescing user updates; sending them apart")
+            joined = False
+        run.closed = not joined
+        return joined
+
+    def _merge(self, run: _Run, item: _Item) -> bool:
+        delivery, event, head = item.delivery, item.event, run.items[0].delivery
+        if event is None or (delivery.where, delivery.epoch) != (head.where, head.epoch):
+            return False  # a revocation drops or keeps a partition's items together
+        if _event_id(event) in run.seen or self._duplicates.seen(event, delivery.where):
+            return False  # a duplicate is judged after its original ran, as it would be
+        size = run.size + len(delivery.value or b"")
+        if size > self._settings.max_event_bytes:
+            return False
+        update = _plain_update(self._translator, event)
+        if update is None or not run.merged.add(update.payload):
+            return False
+        run.size = size
+        run.seen.add(_event_id(event))
+        return True
 
     async def _process_run(self, run: _Run) -> None:
         """Send a run as one update; if that fails, process its events one by one, so only
         a bad one is dead-lettered (and a good one not reported applied unless it was)."""
-        assert run.call is not None  # noqa: S101 - a run of several has its coalesced call
         await self._circuit_gate(run.items[0])
         try:
-            await self._dispatch(run.call, events=len(run.items))
+            await self._send_run(run)
         except Exception as exc:  # transient: ITERABLE_MAX_ATTEMPTS; others retried singly
             if not isinstance(exc, PermanentError | TransientError):
-                log.exception("unexpected error sending coalesced updates; sending them singly")
-            for item in run.items:
-                self._settle(item, await self._process_until_done(item))
+                log.exception("unexpected error sending user updates; sending them singly")
+            await self._run_failed(run, exc)
             return
         for item in run.items:
             assert item.event is not None  # noqa: S101 - a run holds parsed user updates
             self._duplicates.remember(item.event, item.delivery.where)
             self._settle(item, Outcome.OK)
+
+    async def _send_run(self, run: _Run) -> None:
+        """The run's update, made as late as its request: in bulk mode when the request is
+        assembled, else once the call's pace turn came (once: a retry sends the same)."""
+        try:
+            if self._bulk is not None:
+                await self._bulk.update(run.call, grow=lambda: self._gather(run))
+                return
+            made: Call | None = None
+
+            def payload() -> dict[str, object]:
+                nonlocal made
+                made = made or self._gather(run)
+                return made.payload
+
+            await self._send(run.call, payload=payload)
+        finally:
+            if run.made:
+                self._metrics.user_update_events.observe(len(run.items))
+
+    async def _run_failed(self, run: _Run, exc: Exception) -> None:
+        """The run's update failed: a head alone is given up on as `_process` would; a run's
+        events go again one by one, so only a bad one is dead-lettered."""
+        if isinstance(exc, PermanentError | TransientError) and len(run.items) == 1:
+            await self._give_up(run.items[0], exc, attempts=exc.attempts)
+            self._settle(run.items[0], Outcome.DEAD_LETTERED)
+            return
+        for item in run.items:
+            self._settle(item, await self._process_until_done(item))
 
     # -- one message ----------------------------------------------------------------------
 
@@ -355,24 +411,29 @@ class Processor:
                 },
             )
 
-    async def _dispatch(self, call: Call, events: int = 1) -> None:
-        """User updates go through the bulk batcher in bulk mode, everything else alone;
-        `events`: how many user.changed events an update carries (coalesced)."""
+    async def _dispatch(self, call: Call) -> None:
+        """User updates go through the bulk batcher in bulk mode, everything else alone."""
         if call.endpoint is Endpoint.UPDATE:
-            self._metrics.user_update_events.observe(events)
+            self._metrics.user_update_events.observe(1)
             if self._bulk is not None:
                 await self._bulk.update(call)
                 return
         await self._send(call)
 
-    async def _send(self, call: Call, body: bytes | None = None) -> object:
-        """Send until Iterable accepts or refuses for good; wrong credentials are waited out."""
-        return await self._credentials.authorised(lambda: self._post(call, body))
+    async def _send(
+        self, call: Call, body: bytes | None = None, *, payload: Payload | None = None
+    ) -> object:
+        """Send until Iterable accepts or refuses for good; wrong credentials are waited out.
 
-    async def _post(self, call: Call, body: bytes | None) -> object:
+        `payload`: made when the call goes instead of `call.payload` (`IterableClient.post`).
+        """
+        sent = call.payload if payload is None else payload
+        return await self._credentials.authorised(lambda: self._post(call, sent, body))
+
+    async def _post(self, call: Call, payload: Payload, body: bytes | None) -> object:
         self._metrics.in_flight.inc()
         try:
-            return await self._client.post(call.endpoint, call.payload, call.identifiers, body)
+            return await self._client.post(call.endpoint, payload, call.identifiers, body)
         finally:
             self._metrics.in_flight.dec()
 
