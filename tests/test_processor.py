@@ -15,8 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumer.backoff import Backoff
+from consumer.bulk import BulkLimits
 from consumer.dev.emulator.store import ApiError, Project
 from consumer.dlq import DeadLetter, DeadLetterBreaker
+from consumer.endpoints import Endpoint
 from consumer.iterable import ClientSettings, IterableClient
 from consumer.messages import Delivery, Outcome
 from consumer.metrics import Metrics
@@ -90,22 +92,29 @@ class Built:
         credentials_probe: float = 30.0,
         guard: DeviceGuard | None = None,
         ownership: DeviceOwnership = "shared",
+        rates: dict[Endpoint, float] | None = None,
+        bulk: BulkLimits | None = None,
     ) -> None:
         self.finished: list[tuple[int, Outcome]] = []
         self.metrics = Metrics(CollectorRegistry())
         self.status = Status()
         self.sink = Sink(self.status)
-        client = IterableClient(
-            # No client-side pace: these tests are about the processor, not Iterable's limits.
+        self.client = IterableClient(
+            # No client-side pace unless asked: most of these tests are about the processor,
+            # not Iterable's limits (a burst of one: the second call waits its turn).
             ClientSettings(
-                base_url="https://api.test", api_key="k", backoff=Backoff(0, 0), rates={}
+                base_url="https://api.test",
+                api_key="k",
+                backoff=Backoff(0, 0),
+                rates=rates or {},
+                burst_seconds=0.0,
             ),
             transport=httpx.MockTransport(handler),
         )
         self.processor = Processor(
-            ProcessorSettings(topics=TOPICS, credentials_probe=credentials_probe),
+            ProcessorSettings(topics=TOPICS, credentials_probe=credentials_probe, bulk=bulk),
             translator=Translator(project, device_ownership=ownership),
-            client=client,
+            client=self.client,
             dead_letters=self.sink,
             guard=guard or DeviceGuard(100_000, exclusive=ownership == "exclusive"),
             duplicates=DuplicateWindow(100_000),

@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from consumer.bulk import BulkLimits
 from consumer.dev.emulator.store import ApiError, Project
 from consumer.dev.scenario import normalise
+from consumer.endpoints import Endpoint
 from consumer.messages import Outcome
 from tests.test_ordering_model import iterable, start
 from tests.test_processor import Built, Handler, _condition, _delivery
@@ -169,3 +171,141 @@ async def test_in_bulk_mode_a_users_entry_carries_its_waiting_events() -> None:
     for user in ("u1", "u2"):
         oracle.update({"userId": user}, 0.0)
     assert normalise([u.as_json() for u in project.users]) == _sequential(data, oracle)
+
+
+# -- taken late: the followers waiting when the request goes ---------------------------------
+
+
+def _held(
+    project: Project, bodies: list[dict[str, Any]], hold: set[str]
+) -> tuple[Handler, asyncio.Event]:
+    """The emulator's store, recording each request body as it arrives; a request naming a
+    user in `hold` waits for the event before the store sees it."""
+    inner, release = iterable(project, lambda body: 0), asyncio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if {u.get("userId") for u in body.get("users", [body])} & hold:
+            await release.wait()
+        return await inner.handle_async_request(request)
+
+    return handle, release
+
+
+def _paced(built: Built) -> int:
+    """How many calls wait for their users/update pace turn."""
+    return built.client._gates[Endpoint.UPDATE].pacer.waiting  # a sync point, not an outcome
+
+
+def _waiting_for_turn(built: Built) -> None:
+    """Pace users/update at 1/s (the burst of one taken by a first call), so the next call
+    waits its turn until `_go`."""
+    built.client.set_shares({Endpoint.UPDATE: 0.0})
+
+
+def _go(built: Built) -> None:
+    built.client.set_shares({Endpoint.UPDATE: 1.0})  # 1,000/s: the waiting call goes
+
+
+async def test_updates_arriving_while_the_head_waits_for_its_pace_turn_join_its_call() -> None:
+    project, bodies = Project("hybrid"), []
+    built = Built(_emulated(project, bodies), rates={Endpoint.UPDATE: 1000.0})
+    _waiting_for_turn(built)
+    data = [{"userId": "u2", "dataFields": {"n": -1}}, *_updates(6)]
+    built.processor.submit([_delivery(0, data[0])])
+    await _condition(lambda: len(bodies) == 1, "the first call out, taking the burst")
+    built.processor.submit([_delivery(1, data[1])])
+    await _condition(lambda: _paced(built) == 1, "u1's first update waiting for its turn")
+    built.processor.submit([_delivery(i, d) for i, d in enumerate(data) if i > 1])
+    _go(built)
+    await _condition(lambda: len(built.finished) == len(data), "every message finished")
+    assert built.finished == [(i, Outcome.OK) for i in range(len(data))]
+    assert len(bodies) == 2  # u2's, and one for all six of u1's
+    assert bodies[1]["dataFields"]["n"] == 5
+    assert normalise([u.as_json() for u in project.users]) == _sequential(data)
+
+
+async def test_a_revocation_while_the_head_waits_for_its_turn_leaves_the_run_uncommitted() -> None:
+    project, bodies = Project("hybrid"), []
+    built = Built(_emulated(project, bodies), rates={Endpoint.UPDATE: 1000.0})
+    _waiting_for_turn(built)
+    built.processor.submit([_delivery(0, {"userId": "u2"})])
+    await _condition(lambda: len(bodies) == 1, "the first call out, taking the burst")
+    built.processor.submit([_delivery(i, d) for i, d in enumerate(_updates(5), start=1)])
+    await _condition(lambda: _paced(built) == 1, "u1's first update waiting for its turn")
+    await built.processor.drain({(("user.changed", 0), 1)}, timeout=0.01)
+    _go(built)
+    # A later event of another partition finishes: anything of u1's sent would be before it.
+    built.processor.submit([_delivery(0, {"userId": "u3"}, partition=1)])
+    await _condition(lambda: len(built.finished) == 2, "the other partition's event")
+    assert built.finished == [(0, Outcome.OK), (0, Outcome.OK)]  # u2's, then u3's
+    assert [b["userId"] for b in bodies] == ["u2", "u3"]
+
+
+async def test_a_drain_waits_for_the_updates_a_run_took_late_or_leaves_them_all() -> None:
+    project, bodies = Project("hybrid"), []
+    handle, release = _held(project, bodies, {"u1"})
+    built = Built(handle, rates={Endpoint.UPDATE: 1000.0})
+    _waiting_for_turn(built)
+    built.processor.submit([_delivery(0, {"userId": "u2"})])
+    await _condition(lambda: len(bodies) == 1, "the first call out, taking the burst")
+    built.processor.submit([_delivery(1, _updates(1)[0])])
+    await _condition(lambda: _paced(built) == 1, "u1's first update waiting for its turn")
+    built.processor.submit([_delivery(i, d) for i, d in enumerate(_updates(4), start=2)])
+    _go(built)
+    await _condition(lambda: len(bodies) == 2, "u1's call out, with what it took late")
+    await built.processor.drain({(("user.changed", 0), 1)}, timeout=0.01)
+    release.set()
+    built.processor.submit([_delivery(0, {"userId": "u3"}, partition=1)])
+    await _condition(lambda: len(built.finished) == 2, "the other partition's event")
+    assert built.finished == [(0, Outcome.OK), (0, Outcome.OK)]  # none of u1's five
+
+
+async def test_a_retry_sends_the_body_of_the_first_attempt_not_what_arrived_since() -> None:
+    project, bodies = Project("hybrid"), []
+    inner = _emulated(project, bodies)
+    data = _updates(6)
+    failed = False
+    built: Built
+
+    async def once_unavailable(request: httpx.Request) -> httpx.Response:
+        nonlocal failed
+        if failed:
+            return await inner(request)
+        failed = True
+        bodies.append(json.loads(request.content))
+        # More of the user's updates arrive while the first attempt is out.
+        built.processor.submit([_delivery(i, d) for i, d in enumerate(data) if i >= 3])
+        return httpx.Response(503, json={"msg": "unavailable", "code": "GenericError"})
+
+    built = Built(once_unavailable)
+    built.processor.submit([_delivery(i, d) for i, d in enumerate(data) if i < 3])
+    await _condition(lambda: len(built.finished) == len(data), "every message finished")
+    assert built.finished == [(i, Outcome.OK) for i in range(len(data))]
+    assert bodies[1] == bodies[0]  # the retry: exactly what the first attempt sent
+    assert bodies[0]["dataFields"]["n"] == 2
+    assert [b["dataFields"]["n"] for b in bodies[2:]] == [5]  # the later ones, one call
+    assert normalise([u.as_json() for u in project.users]) == _sequential(data)
+
+
+async def test_in_bulk_mode_an_entry_takes_the_updates_that_arrived_while_it_waited() -> None:
+    project, bodies = Project("hybrid"), []
+    handle, release = _held(project, bodies, {"u2", "u3"})
+    built = Built(handle, bulk=BulkLimits(linger=0.0))
+    others = [_delivery(0, {"userId": "u2"}), _delivery(1, {"userId": "u3"})]
+    built.processor.submit(others)
+    await _condition(lambda: len(bodies) == 2, "two bulk requests out: the next entry waits")
+    data = _updates(6)
+    built.processor.submit([_delivery(2, data[0])])
+    bulk = built.processor._bulk  # a sync point, not an outcome
+    await _condition(lambda: bulk is not None and len(bulk._waiting) == 1, "u1's entry waiting")
+    built.processor.submit([_delivery(i + 2, d) for i, d in enumerate(data) if i > 0])
+    release.set()
+    await _condition(lambda: len(built.finished) == 8, "every message finished")
+    assert sorted(built.finished) == [(i, Outcome.OK) for i in range(8)]
+    assert len(bodies) == 3
+    assert [u["dataFields"]["n"] for u in bodies[2]["users"]] == [5]  # all six in one entry
+    assert normalise([u.as_json() for u in project.users]) == _sequential(
+        [{"userId": "u2"}, {"userId": "u3"}, *data]
+    )
