@@ -103,6 +103,21 @@ async def test_transient_failures_are_retried_until_success() -> None:
     await client.aclose()
 
 
+async def test_a_payload_made_late_is_made_once_and_every_attempt_sends_that() -> None:
+    recorder = Recorder(_json(503, {"msg": "down", "code": "GenericError"}), _json(200, OK))
+    made: list[dict[str, str]] = []
+
+    def payload() -> dict[str, str]:
+        made.append({"userId": str(len(made))})
+        return made[-1]
+
+    client = _client(recorder, Sleeps())
+    assert await client.post(Endpoint.UPDATE, payload) == OK
+    assert made == [{"userId": "0"}]  # once, however many attempts
+    assert [json.loads(r.content) for r in recorder.requests] == [{"userId": "0"}] * 2
+    await client.aclose()
+
+
 async def test_retry_after_is_honoured() -> None:
     recorder = Recorder(
         _json(429, {"msg": "slow down", "code": "RateLimitExceeded"}, {"Retry-After": "7"}),
