@@ -185,7 +185,8 @@ class Processor:
     async def _run_lane(self, first: _Item) -> None:
         """Run an item, then one it lets run (any others it frees get tasks of their own).
 
-        An item may take the user updates waiting behind it alone, to send as one (`_run`).
+        A user update takes along the updates waiting behind it alone as its request is
+        made, to send as one (`_run`, `_gather`).
         """
         task = asyncio.current_task()
         item: _Item | None = first
