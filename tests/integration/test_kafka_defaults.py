@@ -86,7 +86,7 @@ def test_members_joining_and_leaving_commit_to_the_end_within_seconds_of_the_las
     kafka: KafkaTools, group_id: str, topics: Topics, emulator: EmulatorProcess, start: Start
 ) -> None:
     # Slow enough that the stream outlives the rebalances (done some 15 s in): one call at a
-    # time per user, so 10 users at 250 ms take about 40 s for 1,600 events.
+    # time per user at 250 ms, so 10 users' 1,600 events take some 25 s, coalesced.
     emulator.faults(latency_ms=250)
     events = StreamBuilder(users=10).events(1600)
     produce(kafka, topics, events)
