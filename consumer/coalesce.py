@@ -28,6 +28,10 @@ from consumer.translate import Call
 
 # Events per coalesced call: a permanent failure re-sends each of them alone.
 MAX_EVENTS: Final = 100
+# In bulk mode a request carries one entry per user and requests go at 5/s, so a hot user's
+# backlog drains at this many events times 5/s; 1,000 (not 100) keeps a hot user off the
+# critical path, and the entry's messages stay within CONSUMER_MAX_EVENT_BYTES either way.
+MAX_EVENTS_BULK: Final = 1000
 _IDENTITY: Final = ("email", "userId", "preferUserId", "mergeNestedObjects")
 _IDENTIFIER_FIELDS: Final = ("email", "userId")  # in dataFields they change the identifier
 _Path = tuple[str, ...]

@@ -19,7 +19,7 @@ OUTCOMES: Final = ("ok", "dead_lettered", "duplicate", "stale", "invalid")
 # A handoff's previous owner: a profile the device guard remembers holding the token, or none.
 PREVIOUS_OWNERS: Final = ("known", "unknown")
 _BULK_BUCKETS: Final = (1, 10, 50, 100, 250, 500, 750, 1000)
-_COALESCED_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100)  # up to coalesce.MAX_EVENTS
+_COALESCED_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 1000)  # coalesce.MAX_EVENTS*
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

@@ -20,7 +20,7 @@ from typing import Final, Protocol, TypeVar
 
 from consumer.bulk import BulkLimits
 from consumer.bulk_updates import BulkUpdates
-from consumer.coalesce import MAX_EVENTS, Coalesced, coalescible
+from consumer.coalesce import MAX_EVENTS, MAX_EVENTS_BULK, Coalesced, coalescible
 from consumer.credentials import CredentialsHold
 from consumer.device_memory import DeviceMemory, event_time, profiles_of
 from consumer.dlq import DeadLetter, DeadLetterBreaker, dead_letter
@@ -144,6 +144,7 @@ class Processor:
         # Per partition, the epoch whose offsets the breaker counts now (since a reset).
         self._counting: dict[Where, int] = {}
         self._memory = DeviceMemory(guard, translator, settings.max_event_bytes)
+        self._max_run = MAX_EVENTS if settings.bulk is None else MAX_EVENTS_BULK
         self._bulk = (
             BulkUpdates(settings.bulk, self._send, observe=metrics.bulk_users.observe)
             if settings.bulk is not None
@@ -250,7 +251,7 @@ class Processor:
         Called as its request is made: taken, they are running (a drain waits for or
         abandons them with the head). Nothing joins once the head's partition is revoked.
         """
-        head, room = run.items[0], MAX_EVENTS - len(run.items)
+        head, room = run.items[0], self._max_run - len(run.items)
         run.made = True
         if room > 0 and not run.closed and not self._is_revoked(head.delivery):
             followers = self._lanes.take(head, lambda item: self._joins(run, item), room)

@@ -267,6 +267,7 @@ class Incarnation:
     processor: Processor
     offsets: dict[str, PartitionOffsets]
     client: IterableClient
+    metrics: Metrics
     finished: list[Delivery] = field(default_factory=list)
 
 
@@ -287,6 +288,7 @@ def start(
         offsets[delivery.topic].done(delivery.offset)
         finished.append(delivery)
 
+    metrics = Metrics(CollectorRegistry())
     processor = Processor(
         # No linger: waiting real time for a batch to fill adds nothing to the model.
         ProcessorSettings(topics=TOPICS, bulk=BulkLimits(linger=0.0) if bulk else None),
@@ -296,11 +298,11 @@ def start(
         guard=DeviceGuard(1000, exclusive=ownership == "exclusive"),
         duplicates=DuplicateWindow(1000),
         breaker=DeadLetterBreaker(0.9, 60, 1000, 60),
-        metrics=Metrics(CollectorRegistry()),
+        metrics=metrics,
         status=Status(),
         complete=complete,
     )
-    return Incarnation(processor, offsets, client, finished)
+    return Incarnation(processor, offsets, client, metrics, finished)
 
 
 async def _kill() -> None:

@@ -309,3 +309,35 @@ async def test_in_bulk_mode_an_entry_takes_the_updates_that_arrived_while_it_wai
     assert normalise([u.as_json() for u in project.users]) == _sequential(
         [{"userId": "u2"}, {"userId": "u3"}, *data]
     )
+
+
+def _over_100(built_metrics: Any) -> tuple[float, float]:
+    """(updates carrying more than 100 events, events counted) from the histogram."""
+    samples = built_metrics.user_update_events.collect()[0].samples
+    count = next(s.value for s in samples if s.name.endswith("_count"))
+    upto_100 = next(s.value for s in samples if s.labels.get("le") == "100.0")
+    return count - upto_100, next(s.value for s in samples if s.name.endswith("_sum"))
+
+
+async def test_a_run_carries_at_most_100_events_alone_and_1000_in_bulk_mode() -> None:
+    data = _updates(400)
+    project, bodies = Project("hybrid"), []
+    single = _built(project, bodies)
+    await _run(single, data)
+    assert _over_100(single.metrics) == (0, 400)
+    assert normalise([u.as_json() for u in project.users]) == _sequential(data)
+
+    project, bodies = Project("hybrid"), []
+    project.update({"userId": "u1"}, 0.0)
+    bulk = start(httpx.MockTransport(_emulated(project, bodies)), bulk=True)
+    for offset in range(len(data)):
+        bulk.offsets["user.changed"].add(offset, 0.0)
+    bulk.processor.submit([_delivery(offset, payload) for offset, payload in enumerate(data)])
+    await _condition(lambda: not bulk.offsets["user.changed"].pending, "every message finished")
+    await bulk.client.aclose()
+    over, events = _over_100(bulk.metrics)
+    assert over >= 1
+    assert events == 400
+    oracle = Project("hybrid")
+    oracle.update({"userId": "u1"}, 0.0)
+    assert normalise([u.as_json() for u in project.users]) == _sequential(data, oracle)
