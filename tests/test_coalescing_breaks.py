@@ -92,7 +92,7 @@ async def test_in_bulk_mode_a_users_record_refused_in_a_run_dead_letters_only_th
     reason="BulkUpdates stops a request only when every caller is gone: one still waiting"
     " (another partition's entry) keeps it retrying with the revoked user's stale entry",
 )
-async def test_a_bulk_request_still_retrying_after_a_drain_never_overwrites_the_next_owners_update() -> (
+async def test_a_bulk_request_retried_after_a_drain_never_overwrites_the_next_owners_update() -> (
     None
 ):
     """u1's run (partition 0) shares a bulk request with u2's entry (partition 1). The
