@@ -11,7 +11,10 @@ one by one. A request refused whole for its size (413) is halved; refused whole 
 it is halved once, and a half refused again sends its entries as single `users/update`
 calls: by then the cause is likely the request or many records, and singles have their own
 500/s budget where bisecting costs ~2n bulk requests at 5/s. A user's next event waits in
-its lane meanwhile, so bulk and single updates never overlap for one user (SPEC §6).
+its lane meanwhile, so bulk and single updates never overlap for one user (SPEC §6). A
+caller that leaves (its partition revoked) stops the request carrying its entry, so that
+entry is not retried on after the partition's next owner applied newer events; the other
+entries it carried go again in a later request.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class BulkUpdates:
         self._waiting: deque[_Entry] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._requests: dict[asyncio.Task[None], list[_Entry]] = {}
+        # Requests stopped because a caller left: their entries still awaited go again.
+        self._stopping: set[asyncio.Task[None]] = set()
 
     async def update(self, call: Call, grow: Callable[[], Call] | None = None) -> None:
         """Send one `users/update` payload in a batch; raise if Iterable refused it.
@@ -77,12 +82,12 @@ class BulkUpdates:
         try:
             await entry.outcome
         except asyncio.CancelledError:
-            # Once every caller of a request is gone (revoked, shutdown), it stops: retried
-            # on, it could land after the partition's next owner applied newer events.
+            # A caller gone (revoked, shutdown) stops its request: retried on, its entry
+            # could land after the partition's next owner applied newer events. The
+            # entries still awaited go again in a later request.
             request = entry.request
-            if request is not None and all(
-                e.outcome.done() for e in self._requests.get(request, ())
-            ):
+            if request is not None and not request.done():
+                self._stopping.add(request)
                 request.cancel()
             raise
 
@@ -115,6 +120,7 @@ class BulkUpdates:
 
     def _answered(self, task: asyncio.Task[None]) -> None:
         self._requests.pop(task, None)
+        self._stopping.discard(task)
         self._dispatch()
 
     def _take(self) -> tuple[list[_Entry], bytes]:
@@ -158,8 +164,7 @@ class BulkUpdates:
             await self._refused(entries, exc, halved)
             return
         except asyncio.CancelledError:
-            for entry in entries:
-                entry.outcome.cancel()
+            self._stopped(entries)
             raise
         except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
             for entry in entries:
@@ -177,6 +182,17 @@ class BulkUpdates:
                 _settle(entry, None)
         if unnamed:
             await self._singly(unnamed)
+
+    def _stopped(self, entries: list[_Entry]) -> None:
+        """A request was cancelled: if a caller left, the entries still awaited wait again
+        (oldest first) for the next request; otherwise (shutdown) their waiters hear of it."""
+        again = [e for e in entries if e.request in self._stopping and not e.outcome.done()]
+        for entry in entries:
+            if entry not in again:
+                entry.outcome.cancel()
+        for entry in again:
+            entry.request = None
+        self._waiting.extendleft(reversed(again))
 
     async def _refused(self, entries: list[_Entry], error: PermanentError, halved: bool) -> None:
         """A request Iterable refused whole (4xx; 401/403 never reach here: `send` holds)."""
@@ -203,7 +219,7 @@ class BulkUpdates:
         try:
             await self._send(entry.call, None)
         except asyncio.CancelledError:
-            entry.outcome.cancel()
+            self._stopped([entry])
             raise
         except Exception as exc:  # noqa: BLE001 - the waiter must hear of the failure
             _settle(entry, exc)

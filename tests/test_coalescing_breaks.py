@@ -87,11 +87,6 @@ async def test_in_bulk_mode_a_users_record_refused_in_a_run_dead_letters_only_th
     assert _profiles(project) == _sequential([other, *data], oracle)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BulkUpdates stops a request only when every caller is gone: one still waiting"
-    " (another partition's entry) keeps it retrying with the revoked user's stale entry",
-)
 async def test_a_bulk_request_retried_after_a_drain_never_overwrites_the_next_owners_update() -> (
     None
 ):
