@@ -102,6 +102,7 @@ class Committed(Protocol):
     def committed(
         self, partitions: list[TopicPartition], timeout: float = -1
     ) -> list[TopicPartition]: ...
+    def poll(self, timeout: float = -1) -> object: ...
     def close(self) -> None: ...
 
 
@@ -163,6 +164,7 @@ class LagReader:
                         extra={"error": str(exc)},
                     )
             failing = reading is None
+            offsets.poll(0)  # its librdkafka log lines reach the logger only through a poll
             if not stop.is_set():
                 self._report(reading)
 

@@ -62,6 +62,9 @@ class NoOffsets:
     def committed(self, partitions: list[Any], timeout: float = -1) -> list[Any]:
         return []
 
+    def poll(self, timeout: float = -1) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
