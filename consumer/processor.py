@@ -630,10 +630,13 @@ class Processor:
         _, pending = await asyncio.wait(waits, timeout=timeout)
         for task in pending:
             task.cancel()
+        lanes: set[asyncio.Task[None]] = set()
         for item in running:
             if not item.done and item.task is not None:
                 item.abandoned = True
-                item.task.cancel()
+                lanes.add(item.task)
+        for lane in lanes:  # once per task: a run's items share one, which uncancels once
+            lane.cancel()
         if pending:
             log.warning(
                 "revoked partitions had calls still running; left uncommitted",
