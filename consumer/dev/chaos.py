@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -92,7 +93,7 @@ class Stream(threading.Thread):
         self._topics, self._rate, self._poison = topics, rate, poison
         self._halt = threading.Event()
         self._rng = random.Random(11)
-        self.builder = StreamBuilder(users=40, handoffs=handoffs)
+        self.builder = StreamBuilder(users=40, handoffs=handoffs, markers=True)
         self.sent: list[Produced] = []
 
     def run(self) -> None:
@@ -152,8 +153,8 @@ def _ledger(
     for call in calls:
         body = call.get("body") or {}
         if call["path"] == "/api/users/update" and isinstance(body, dict):
-            n = (body.get("dataFields") or {}).get("n")
-            if isinstance(n, int):
+            # Every event's own marker field: a coalesced call carries several events.
+            for n in _markers(body.get("dataFields") or {}):
                 sent_n[n] += 1
                 if call["status"] == 200:
                     applied_n.add(n)
@@ -175,6 +176,11 @@ def _ledger(
         1 for _, order in first_application_order(calls) if order != sorted(order)
     )
     return row
+
+
+def _markers(fields: dict[str, Any]) -> list[int]:
+    """The `n` of every event whose marker (`m<k>`, `StreamBuilder.markers`) is here."""
+    return [v for k, v in fields.items() if k[:1] == "m" and k[1:].isdigit() and isinstance(v, int)]
 
 
 def _run(
@@ -420,9 +426,10 @@ def _breaker_ledger(
 ) -> Row:
     row = Row("30% poison, breaker below it", produced=len(sent))
     applied = {
-        (call.get("body") or {}).get("dataFields", {}).get("n")
+        n
         for call in emulator.calls()
         if call["path"] == "/api/users/update" and call["status"] == 200
+        for n in _markers((call.get("body") or {}).get("dataFields") or {})
     }
     name = topics.names["user.changed"]
     committed = kafka.committed(group, name)

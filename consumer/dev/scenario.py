@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from consumer.dev.emulator.process import EmulatorProcess
 from consumer.dev.emulator.store import ApiError, Project
@@ -69,6 +69,11 @@ def _envelope(event_type: str, seq: int, data: dict[str, Any], when: datetime) -
     ).encode()
 
 
+# Marker fields per project (Iterable allows 1,000 field names): more than coalescing's 100
+# events per call in single mode, so a call never carries two events' markers in one field.
+MARKERS: Final = 128
+
+
 @dataclass
 class StreamBuilder:
     """A deterministic mix of events over `users` users and their device tokens."""
@@ -87,6 +92,11 @@ class StreamBuilder:
     zipf: float = 0.0
     # Every update's mergeNestedObjects, or None for a coin toss per update.
     merge_nested: bool | None = None
+    # Each update also writes its `n` into a marker field `m<k>`, k its user's update count
+    # modulo MARKERS, so a ledger sees every event arrive even when several of a user's
+    # updates reach Iterable as one call (coalesced: at most 100 in a row, in single mode).
+    markers: bool = False
+    _updates: dict[int, int] = field(default_factory=dict, repr=False)
     _weights: list[float] = field(default_factory=list, repr=False)
 
     def next_time(self) -> datetime:
@@ -125,6 +135,9 @@ class StreamBuilder:
                     "tier": rng.choice(["a", "b", "c"]),
                     "prefs": {rng.choice("xyz"): rng.random() < 0.5},
                 }
+                if self.markers:
+                    count = self._updates[user] = self._updates.get(user, -1) + 1
+                    fields[f"m{count % MARKERS}"] = self.seq + 1
                 merge = rng.random() < 0.5 if self.merge_nested is None else self.merge_nested
                 data = {**ids, "dataFields": fields, "mergeNestedObjects": merge}
                 out.append(self.make("user.changed", ids["userId"], data))
