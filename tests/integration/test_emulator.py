@@ -390,16 +390,20 @@ def test_get_by_path_forms(hybrid: EmulatorProcess) -> None:
 
 def test_the_documented_rate_limit_answers_429_rate_limit_exceeded() -> None:
     with EmulatorProcess("--rate-limit", "users/update=20", "--retry-after", "1") as emulator:
+        started = time.monotonic()
         with httpx.Client(base_url=emulator.url, headers={"Api-Key": emulator.api_key}) as client:
             statuses = [
                 client.post("/api/users/update", json={"email": f"r{i}@example.com"})
                 for i in range(40)
             ]
+        elapsed = time.monotonic() - started
         throttled = [r for r in statuses if r.status_code == 429]
         assert throttled
         assert throttled[0].json()["code"] == "RateLimitExceeded"
         assert throttled[0].headers["Retry-After"] == "1"
-        assert sum(r.status_code == 200 for r in statuses) <= 21
+        # A 1 s burst of 20 plus 20/s refill: the bound grows with the time the 40 took
+        # (a busy machine, the other test worker beside it, makes them slower).
+        assert sum(r.status_code == 200 for r in statuses) <= 20 + 20 * elapsed + 1
 
 
 def test_the_rate_limit_is_the_project_s_shared_by_every_client_and_key() -> None:
