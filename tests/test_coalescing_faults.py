@@ -19,7 +19,6 @@ from prometheus_client import CollectorRegistry
 
 from consumer.backoff import Backoff
 from consumer.bulk import BulkLimits
-from consumer.dev.emulator import bodies
 from consumer.dev.emulator.store import ApiError, Project
 from consumer.dev.scenario import normalise
 from consumer.dlq import DeadLetter, DeadLetterBreaker
@@ -32,7 +31,7 @@ from consumer.ordering import DeviceGuard, DuplicateWindow
 from consumer.processor import Processor, ProcessorSettings
 from consumer.status import Status
 from consumer.translate import Translator
-from tests.test_ordering_model import _POSTS, TOPICS, produced_event
+from tests.test_ordering_model import TOPICS, applied, produced_event
 
 USERS = 2
 WHERE = ("user.changed", 0)
@@ -88,16 +87,13 @@ def _iterable(project: Project, rng: random.Random, faults: bool) -> httpx.MockT
         roll = rng.random() if faults else 1.0
         if roll < 0.15:  # refused before applying
             return httpx.Response(503, json={"msg": "unavailable", "code": "GenericError"})
-        path = request.url.path
-        try:
-            result = _POSTS[path](project, bodies.check(path, json.loads(request.content)))
-        except ApiError as exc:
-            envelope = {"msg": exc.msg, "code": exc.code, "params": exc.params}
-            return httpx.Response(exc.status, json=envelope)
+        answer = applied(project, request)
+        if answer.status_code != 200:
+            return answer
         await turns()
         if roll < 0.25:  # applied, but the answer is lost
             return httpx.Response(503, json={"msg": "unavailable", "code": "GenericError"})
-        return httpx.Response(200, json=result or {"msg": "ok", "code": "Success"})
+        return answer
 
     return httpx.MockTransport(handle)
 

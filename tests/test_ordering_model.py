@@ -230,6 +230,17 @@ _POSTS: dict[str, Callable[[Project, dict[str, Any]], object]] = {
 }
 
 
+def applied(project: Project, request: httpx.Request) -> httpx.Response:
+    """Iterable's answer once the store applied (or refused) the request's body."""
+    path = request.url.path
+    try:
+        result = _POSTS[path](project, bodies.check(path, json.loads(request.content)))
+    except ApiError as exc:
+        envelope = {"msg": exc.msg, "code": exc.code, "params": exc.params}
+        return httpx.Response(exc.status, json=envelope)
+    return httpx.Response(200, json=result or {"msg": "ok", "code": "Success"})
+
+
 def iterable(project: Project, turns: Callable[[bytes], int]) -> httpx.MockTransport:
     """The emulator's store behind a transport; a call waits `turns(body)` loop turns before
     Iterable applies it and as many again before the answer."""
@@ -240,14 +251,10 @@ def iterable(project: Project, turns: Callable[[bytes], int]) -> httpx.MockTrans
 
     async def handle(request: httpx.Request) -> httpx.Response:
         await wait(request.content)
-        path = request.url.path
-        try:
-            result = _POSTS[path](project, bodies.check(path, json.loads(request.content)))
-        except ApiError as exc:
-            envelope = {"msg": exc.msg, "code": exc.code, "params": exc.params}
-            return httpx.Response(exc.status, json=envelope)
-        await wait(request.content)
-        return httpx.Response(200, json=result or {"msg": "ok", "code": "Success"})
+        answer = applied(project, request)
+        if answer.status_code == 200:
+            await wait(request.content)
+        return answer
 
     return httpx.MockTransport(handle)
 
