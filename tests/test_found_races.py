@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from consumer.backoff import Backoff, parse_retry_after
 from consumer.dev.emulator.store import Project
-from consumer.dev.scenario import expected_state, normalise
+from consumer.dev.scenario import StreamBuilder, expected_state, normalise, scoped_by
 from consumer.dlq import DeadLetterBreaker
 from consumer.messages import Delivery, Outcome
 from consumer.status import DEAD_LETTER_CIRCUIT
@@ -254,3 +255,22 @@ async def test_a_drain_of_an_item_held_at_the_open_circuit_lets_the_other_partit
 
 async def _ok() -> httpx.Response:
     return OK
+
+
+@pytest.mark.parametrize(("project_type", "racy_by"), [("email", "userId"), ("hybrid", "email")])
+def test_a_revocation_naming_an_identifier_the_project_does_not_key_by_races_the_user_topic(
+    project_type: str, racy_by: str
+) -> None:
+    """Why end-to-end streams name the project's own identifier on scoped revocations
+    (`scenario.scoped_by`): a revocation naming only the other one finds its profile only
+    once the user's `user.changed` linking it landed, and Kafka orders nothing between the
+    topics, so applied device events first the revocation changes nothing."""
+    events = StreamBuilder(users=40, scoped_by=racy_by).events(800)
+    users_last = sorted(events, key=lambda e: (e.event_type == "user.changed", e.seq))
+    reordered = [replace(e, seq=i) for i, e in enumerate(users_last)]
+    assert expected_state(reordered, project_type) != expected_state(events, project_type)
+
+    safe = StreamBuilder(users=40, scoped_by=scoped_by(project_type)).events(800)
+    users_last = sorted(safe, key=lambda e: (e.event_type == "user.changed", e.seq))
+    reordered = [replace(e, seq=i) for i, e in enumerate(users_last)]
+    assert expected_state(reordered, project_type) == expected_state(safe, project_type)

@@ -22,6 +22,7 @@ from consumer.dev.scenario import (
     first_application_order,
     normalise,
     produce,
+    scoped_by,
     wait_for,
 )
 from consumer.dev.service_process import ConsumerProcess
@@ -46,7 +47,7 @@ def test_bulk_mode_lands_every_event_exactly_in_each_project_type(
 ) -> None:
     emulator = emulators[project_type]
     emulator.reset()
-    events = StreamBuilder(users=40).events(800)
+    events = StreamBuilder(users=40, scoped_by=scoped_by(project_type)).events(800)
     produce(kafka, topics, events)
     start(emulator, **BULK)
     wait_for(lambda: all_committed(kafka, group_id, topics), 60, "offsets committed to the end")

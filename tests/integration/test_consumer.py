@@ -22,6 +22,7 @@ from consumer.dev.scenario import (
     first_application_order,
     normalise,
     produce,
+    scoped_by,
     wait_for,
 )
 from consumer.dev.service_process import ConsumerProcess
@@ -55,7 +56,7 @@ def test_every_event_type_lands_exactly_in_each_project_type(
 ) -> None:
     emulator = emulators[project_type]
     emulator.reset()
-    events = StreamBuilder(users=15).events(300)
+    events = StreamBuilder(users=15, scoped_by=scoped_by(project_type)).events(300)
     produce(kafka, topics, events)
     start(emulator)
     _settle(kafka, group_id, topics)
