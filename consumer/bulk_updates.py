@@ -35,8 +35,6 @@ Send = Callable[[Call, bytes | None], Awaitable[object]]
 # Requests out (paced or on the wire) before waiting entries hold on for an answer: behind
 # the pace, a batch keeps filling rather than queueing half empty.
 _MAX_WAITING = 2
-# How long a caller that leaves waits for the request carrying its entry to stop.
-_STOP_SECONDS = 1.0
 
 
 @dataclass(eq=False, slots=True)
@@ -91,9 +89,6 @@ class BulkUpdates:
             if request is not None and not request.done():
                 self._stopping.add(request)
                 request.cancel()
-                # Leave once it stopped, so a drain that waits for this caller knows no
-                # request carrying the entry is still out (bounded: cancelling is prompt).
-                await asyncio.wait({request}, timeout=_STOP_SECONDS)
             raise
 
     def _dispatch(self) -> None:

@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Restored records applied to the device guard between two yields to the loop (~1 ms).
 _DEAD: Final = frozenset({Outcome.DEAD_LETTERED, Outcome.INVALID})
-# How long a drain waits for the calls it gave up on to stop once cancelled.
-_STOP_SECONDS: Final = 1.0
 
 
 class DeadLetterSink(Protocol):
@@ -630,8 +628,8 @@ class Processor:
             item.finished = item.finished or asyncio.Event()
         waits = [asyncio.create_task(_finished(item)) for item in running]
         _, pending = await asyncio.wait(waits, timeout=timeout)
-        if not pending:
-            return
+        for task in pending:
+            task.cancel()
         lanes: set[asyncio.Task[None]] = set()
         for item in running:
             if not item.done and item.task is not None:
@@ -639,13 +637,6 @@ class Processor:
                 lanes.add(item.task)
         for lane in lanes:  # once per task: a run's items share one, which uncancels once
             lane.cancel()
-        # A cancellation reaches its call on the loop's next turns: until then a request
-        # (a bulk one carrying a revoked entry, or its retry) may still go out, after the
-        # partition's next owner applied newer events. Wait until the abandoned items
-        # stopped (bounded: cancelling a call is prompt).
-        _, stuck = await asyncio.wait(pending, timeout=_STOP_SECONDS)
-        for task in stuck:
-            task.cancel()
         if pending:
             log.warning(
                 "revoked partitions had calls still running; left uncommitted",
