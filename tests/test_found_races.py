@@ -18,7 +18,13 @@ import pytest
 
 from consumer.backoff import Backoff, parse_retry_after
 from consumer.dev.emulator.store import Project
-from consumer.dev.scenario import StreamBuilder, expected_state, normalise, scoped_by
+from consumer.dev.scenario import (
+    Produced,
+    StreamBuilder,
+    expected_state,
+    normalise,
+    scoped_by,
+)
 from consumer.dlq import DeadLetterBreaker
 from consumer.messages import Delivery, Outcome
 from consumer.status import DEAD_LETTER_CIRCUIT
@@ -257,6 +263,12 @@ async def _ok() -> httpx.Response:
     return OK
 
 
+def _devices_first(events: list[Produced]) -> list[Produced]:
+    """The same events, every device event applied before any user.changed."""
+    ordered = sorted(events, key=lambda e: (e.event_type == "user.changed", e.seq))
+    return [replace(e, seq=i) for i, e in enumerate(ordered)]
+
+
 @pytest.mark.parametrize(("project_type", "racy_by"), [("email", "userId"), ("hybrid", "email")])
 def test_a_revocation_naming_an_identifier_the_project_does_not_key_by_races_the_user_topic(
     project_type: str, racy_by: str
@@ -264,13 +276,9 @@ def test_a_revocation_naming_an_identifier_the_project_does_not_key_by_races_the
     """Why end-to-end streams name the project's own identifier on scoped revocations
     (`scenario.scoped_by`): a revocation naming only the other one finds its profile only
     once the user's `user.changed` linking it landed, and Kafka orders nothing between the
-    topics, so applied device events first the revocation changes nothing."""
-    events = StreamBuilder(users=40, scoped_by=racy_by).events(800)
-    users_last = sorted(events, key=lambda e: (e.event_type == "user.changed", e.seq))
-    reordered = [replace(e, seq=i) for i, e in enumerate(users_last)]
-    assert expected_state(reordered, project_type) != expected_state(events, project_type)
+    topics; when the device events are applied first, the revocation changes nothing."""
+    racy = StreamBuilder(users=40, scoped_by=racy_by).events(800)
+    assert expected_state(_devices_first(racy), project_type) != expected_state(racy, project_type)
 
     safe = StreamBuilder(users=40, scoped_by=scoped_by(project_type)).events(800)
-    users_last = sorted(safe, key=lambda e: (e.event_type == "user.changed", e.seq))
-    reordered = [replace(e, seq=i) for i, e in enumerate(users_last)]
-    assert expected_state(reordered, project_type) == expected_state(safe, project_type)
+    assert expected_state(_devices_first(safe), project_type) == expected_state(safe, project_type)

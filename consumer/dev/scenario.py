@@ -167,7 +167,9 @@ def scoped_by(project_type: str) -> str:
     send. In an email project a userId-only revocation reaches only a profile Iterable
     already knows by that userId, which the user's `user.changed` (another topic, so in no
     order with it) may not have applied yet: its outcome is a race, not the oracle's."""
-    return "email" if project_type == "email" else "userId"
+    sent = Translator(project_type).device_identifier("x@example.com", "x")  # type: ignore[arg-type]
+    assert sent is not None  # noqa: S101 - both identifiers given
+    return sent[0]
 
 
 def produce(kafka: KafkaTools, topics: Topics, events: list[Produced]) -> None:
