@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from confluent_kafka import Producer
 
@@ -35,6 +34,7 @@ from consumer.dev.scenario import (
     consumer_env,
     expected_state,
     first_application_order,
+    markers,
     normalise,
     wait_for,
 )
@@ -154,7 +154,7 @@ def _ledger(
         body = call.get("body") or {}
         if call["path"] == "/api/users/update" and isinstance(body, dict):
             # Every event's own marker field: a coalesced call carries several events.
-            for n in _markers(body.get("dataFields") or {}):
+            for n in markers(body.get("dataFields") or {}):
                 sent_n[n] += 1
                 if call["status"] == 200:
                     applied_n.add(n)
@@ -176,11 +176,6 @@ def _ledger(
         1 for _, order in first_application_order(calls) if order != sorted(order)
     )
     return row
-
-
-def _markers(fields: dict[str, Any]) -> list[int]:
-    """The `n` of every event whose marker (`m<k>`, `StreamBuilder.markers`) is here."""
-    return [v for k, v in fields.items() if k[:1] == "m" and k[1:].isdigit() and isinstance(v, int)]
 
 
 def _run(
@@ -429,7 +424,7 @@ def _breaker_ledger(
         n
         for call in emulator.calls()
         if call["path"] == "/api/users/update" and call["status"] == 200
-        for n in _markers((call.get("body") or {}).get("dataFields") or {})
+        for n in markers((call.get("body") or {}).get("dataFields") or {})
     }
     name = topics.names["user.changed"]
     committed = kafka.committed(group, name)

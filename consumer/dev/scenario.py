@@ -267,14 +267,25 @@ def behind(kafka: KafkaTools, group: str, topics: Topics) -> dict[str, tuple[int
 
 
 def first_application_order(calls: list[dict[str, Any]]) -> Iterator[tuple[str, list[int]]]:
-    """Per user, the `n` of each successful update in the order each first reached Iterable."""
+    """Per user, the `n` of each successful update in the order each first reached Iterable.
+
+    A coalesced call carries several events but one `n` (the last one's); a stream built
+    with `markers` names each of them, so an event hidden in a coalesced call and sent
+    again alone after a rebalance does not read as first applied out of order."""
     seen: dict[str, list[int]] = {}
     for body in applied_updates(calls):
-        n = (body.get("dataFields") or {}).get("n")
+        fields = body.get("dataFields") or {}
+        n = fields.get("n")
         key = str(body.get("userId") or body.get("email"))
-        if isinstance(n, int) and n not in seen.setdefault(key, []):
-            seen[key].append(n)
+        for each in sorted(markers(fields)) or ([n] if isinstance(n, int) else []):
+            if each not in seen.setdefault(key, []):
+                seen[key].append(each)
     yield from seen.items()
+
+
+def markers(fields: dict[str, Any]) -> list[int]:
+    """The `n` of every event whose marker (`m<k>`, `StreamBuilder.markers`) is here."""
+    return [v for k, v in fields.items() if k[:1] == "m" and k[1:].isdigit() and isinstance(v, int)]
 
 
 def applied_updates(calls: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -153,7 +153,9 @@ def test_a_rebalance_mid_stream_keeps_order_and_loses_nothing(
     device state is exact across members, as are profiles and per-user order."""
     # Slow enough that the stream outlives both rebalances.
     emulator.faults(latency_ms=30)
-    events = StreamBuilder(users=30).events(2000)
+    # Markers name every event a coalesced call carries: an event hidden in one and sent
+    # again alone after the rebalance (at least once) is not first applied out of order.
+    events = StreamBuilder(users=30, markers=True).events(2000)
     produce(kafka, topics, events)
     config = {"CONSUMER_MAX_IN_FLIGHT": "8", **(CLASSIC if protocol == "classic" else {})}
     first = start(emulator, **config)
