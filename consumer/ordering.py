@@ -139,15 +139,19 @@ class DeviceGuard:
         """Decide before sending; call `applied` once the call (and any replay) succeeded."""
         token = _token(data)
         revoked = self._revoked_all.get(token)
+        # At equal times a revocation counts as before a registration (log out, then log
+        # in), whichever is consumed first: a registration as old as a revocation is sent,
+        # a revocation as old as a registration it would disable is stale or re-sends it.
         if not profiles:  # a global revocation
-            if self.exclusive and revoked is not None and when < revoked:
+            if self.exclusive and revoked is not None and when <= revoked:
                 return Decision(stale=True)
-            return Decision(stale=False, replay=self._enabled_since(token, when))
+            return Decision(stale=False, replay=self._enabled_since(token, when, ties=True))
         registration = isinstance(data, DeviceRegistered)
         if registration and revoked is not None and when < revoked:
             return Decision(stale=True)
         remembered = [t for p in profiles if (t := self._applied.get((token, p))) is not None]
-        if remembered and when < max(remembered):
+        newest = max(remembered) if remembered else None
+        if newest is not None and (when < newest or (when == newest and not registration)):
             if self.exclusive and registration:  # it still disabled every other profile then
                 return Decision(
                     stale=False, replay=self._enabled_since(token, when), disable_only=True
@@ -159,9 +163,16 @@ class DeviceGuard:
             return Decision(stale=False, handoff=True, taken_from=taken_from)
         return Decision(stale=False)
 
-    def _enabled_since(self, token: str, when: datetime) -> tuple[DeviceRegistered, ...]:
-        """Registrations newer than `when` that nothing applied since has disabled."""
-        return tuple(registration for at, registration, _ in self._enabled(token) if at > when)
+    def _enabled_since(
+        self, token: str, when: datetime, *, ties: bool = False
+    ) -> tuple[DeviceRegistered, ...]:
+        """Registrations newer than `when` (`ties`: or as old) that nothing applied since
+        has disabled."""
+        return tuple(
+            registration
+            for at, registration, _ in self._enabled(token)
+            if at > when or (ties and at == when)
+        )
 
     def _enabled(self, token: str) -> list[_Registration]:
         """The remembered registrations of `token` that nothing applied since has disabled."""
